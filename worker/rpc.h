@@ -1,0 +1,106 @@
+/*
+ * rpc.h - POST /rpc: authentication, the JSON-array envelope, and the
+ * method handlers (rpc_stream.c: stream.* and category.get; rpc_ns.c:
+ * ns.* and sys.*).
+ *
+ * A connection's RPC state (struct rpc_ctx) is allocated on its first
+ * request and reused: the JSON document, the output buffer and the query
+ * keep their memory, so a warm keep-alive connection serves a request
+ * without malloc on our side.
+ */
+#ifndef EVENTODB_RPC_H
+#define EVENTODB_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "http.h"
+#include "json.h"
+
+struct ns_entry;
+
+struct rpc_options {
+	int		 test_mode;
+	const char	*version;
+};
+
+struct rpc_ctx {
+	unsigned	 magic;
+	struct http_req	*req;
+	struct json_doc	 doc;
+	struct evbuffer	*out;
+	struct db_query	 q;
+	struct db_stmt	 st[4];
+	struct db_stmt	*heap_st;	/* ns.create: many statements */
+	char		**heap_sql;
+	int		 nheap_sql;
+	const char	*pv[8];		/* parameter values */
+	char		 nbuf[8][24];	/* their text when numeric */
+	char		*tmp;		/* NUL-terminated copies of raw JSON */
+	size_t		 tmpcap;
+	struct ns_entry	*ns;		/* caller's namespace, or NULL */
+	struct ns_entry	*target;	/* ns.info / ns.delete target */
+	char		 ns_id[256];	/* caller's namespace id */
+	char		 target_id[256];
+	int		 admin;		/* holds the default namespace's token */
+	int		 own;		/* target is the caller's namespace */
+	int		 phase;
+	uint32_t	 args;		/* node of args[0] (the method name) */
+	uint32_t	 nargs;		/* arguments after the method name */
+	const struct rpc_method *m;
+	char		 token_hash[65];
+	char		 msgid[37];
+	int		 msgid_given;
+	int64_t		 expected;
+	int		 has_expected;
+	char		 token_out[256];
+	void		(*cont)(struct rpc_ctx *c);
+};
+
+typedef void (*rpc_fn)(struct rpc_ctx *c);
+
+struct rpc_method {
+	const char	*name;
+	rpc_fn		 fn;
+};
+
+void rpc_init(const struct rpc_options *opt);
+void rpc_handle(struct http_req *req);
+void rpc_health(struct http_req *req);
+
+/* Helpers for the handlers. */
+extern const struct rpc_options *rpc_opt;
+uint32_t rpc_arg(struct rpc_ctx *c, uint32_t i);	/* 0 = absent */
+void rpc_error(struct rpc_ctx *c, int status, const char *code, const char *msg);
+void rpc_errorf(struct rpc_ctx *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void rpc_error_details(struct rpc_ctx *c, int status, const char *code, const char *msg,
+    const char *details_json);
+void rpc_invalid(struct rpc_ctx *c, const char *msg);
+void rpc_reply(struct rpc_ctx *c);	/* 200 with c->out (a "\n" is appended) */
+void rpc_submit(struct rpc_ctx *c, int nstmts, void (*cb)(struct db_query *));
+const char *rpc_num(struct rpc_ctx *c, int slot, int64_t v);
+const char *rpc_rawcopy(struct rpc_ctx *c, uint32_t node, size_t *off);
+void rpc_write_time(struct evbuffer *out, const char *pgtime);
+void rpc_write_now(struct evbuffer *out);
+void rpc_write_unix(struct evbuffer *out, int64_t secs);
+void rpc_finish(struct rpc_ctx *c);
+void rpc_lookup_target(struct rpc_ctx *c, const char *id, void (*cont)(struct rpc_ctx *c));
+
+/* Method tables. */
+void rpc_stream_write(struct rpc_ctx *c);
+void rpc_stream_get(struct rpc_ctx *c);
+void rpc_stream_last(struct rpc_ctx *c);
+void rpc_stream_version(struct rpc_ctx *c);
+void rpc_category_get(struct rpc_ctx *c);
+void rpc_ns_create(struct rpc_ctx *c);
+void rpc_ns_delete(struct rpc_ctx *c);
+void rpc_ns_list(struct rpc_ctx *c);
+void rpc_ns_info(struct rpc_ctx *c);
+void rpc_ns_streams(struct rpc_ctx *c);
+void rpc_ns_categories(struct rpc_ctx *c);
+void rpc_sys_version(struct rpc_ctx *c);
+void rpc_sys_health(struct rpc_ctx *c);
+
+#endif
