@@ -8,12 +8,20 @@
  * As root, initdb and pg_ctl run as an unprivileged user: fork, setgroups,
  * setgid, setuid, execve; we never go through a shell ourselves.
  *
- * Right after the directory exists we fork a reaper child that blocks on a
- * socket pair to the master.  If the master dies without calling
- * testpg_stop() (SIGKILL), the reaper sees EOF, or notices it was
- * reparented, and stops the cluster and removes the directory.  The normal
- * path, testpg_stop(), does that work itself, then sends the reaper one
- * byte ("done"), closes the socket and reaps it.
+ * Right after the directory exists (so a master killed during initdb is
+ * covered too) we fork a reaper child that blocks on a socket pair to the
+ * master.  If the master dies without calling testpg_stop() (SIGKILL), the
+ * reaper sees EOF, or notices within 0.5 s that it was reparented (a worker
+ * still holding the socket), and stops the cluster and removes the
+ * directory.  The normal path, testpg_stop(), does that work itself, then
+ * sends the reaper one byte ("done"), closes the socket and reaps it.
+ * Helpers (initdb, pg_ctl) get PR_SET_PDEATHSIG so they die with their
+ * parent instead of racing the reaper.
+ *
+ * The supplementary groups come from getgrouplist() in the parent and are
+ * set with setgroups() in the child: initgroups() is not safe after fork.
+ * Children get a fixed environment (PATH, LC_ALL=C, TZ, LD_LIBRARY_PATH):
+ * stray PGPORT or PGDATA must not change where the cluster listens.
  *
  * $TMPDIR is used only if it is absolute, made of plain characters (it ends
  * up in a pg_ctl command line and in a conninfo string) and short enough for
@@ -792,7 +800,7 @@ shutdown_cluster(const struct testpg *pg)
 			what, (long) pid);
 	if (signal_and_wait(pid, SIGQUIT, 2000) != 0 &&
 		signal_and_wait(pid, SIGKILL, 2000) != 0)
-		fprintf(stderr, "eventodbd: could not kill postmaster %ld: %m\n", (long) pid);
+		fprintf(stderr, "eventodbd: could not kill postmaster %ld\n", (long) pid);
 }
 
 /*
@@ -832,6 +840,9 @@ reaper_main(const struct testpg *pg, int fd, pid_t master)
 			close(devnull);
 	}
 
+#ifdef __linux__
+	(void) prctl(PR_SET_NAME, "testpg-reaper");
+#endif
 	/* out of the terminal's process group: ^C must not kill us first */
 	(void) setsid();
 	sigemptyset(&none);
@@ -1056,6 +1067,7 @@ testpg_start(struct testpg *pg, const char *run_as, char *err, size_t errlen)
 
 	memset(pg, 0, sizeof(*pg));
 	pg->reaper_fd = -1;
+	pg->owner = getpid();
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 
@@ -1109,7 +1121,7 @@ testpg_start(struct testpg *pg, const char *run_as, char *err, size_t errlen)
 void
 testpg_stop(struct testpg *pg)
 {
-	if (pg == NULL || pg->dir[0] == '\0')
+	if (pg == NULL || pg->dir[0] == '\0' || pg->owner != getpid())
 		return;
 	shutdown_cluster(pg);
 	remove_tree(pg->dir);

@@ -29,6 +29,7 @@ struct testpg {
 	char	user[64];	/* cluster user name when started as root, else "" */
 	pid_t	reaper;		/* cleanup child (see below), 0 if none */
 	int	reaper_fd;	/* our end of the reaper's socket pair */
+	pid_t	owner;		/* process that started it; only it stops it */
 };
 
 /*
@@ -40,7 +41,9 @@ struct testpg {
 int testpg_start(struct testpg *pg, const char *run_as, char *err, size_t errlen);
 
 /*
- * Stop the cluster and remove its directory; safe to call twice.
+ * Stop the cluster and remove its directory; safe to call twice.  Does
+ * nothing in any process but the one that started it (a forked worker
+ * running atexit handlers must not stop the master's cluster).
  *
  * testpg_start() forks one long-lived child, pg->reaper, which stops the
  * cluster and removes the directory if the master dies without calling
