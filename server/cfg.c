@@ -49,6 +49,8 @@ static const struct option_def options[] = {
 	{ "token",          OPT_STR,  O(token),          "",         "TOKEN", "token of the default namespace (the admin token)" },
 	{ "user",           OPT_STR,  O(user),           "",         "USER",  "unprivileged user for the test-mode cluster when started as root" },
 	{ "workers",        OPT_INT,  O(workers),        "0",        "N",     "worker processes (0: one per online CPU)" },
+	{ "write-batch-bytes", OPT_LONG, O(write_batch_bytes), "4194304", "BYTES", "most JSON bytes in one group commit" },
+	{ "write-batch-max", OPT_INT, O(write_batch_max),  "256",      "N",     "most writes in one group commit (1: one write per transaction)" },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 

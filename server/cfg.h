@@ -29,6 +29,8 @@ struct config {
 	int	 idle_timeout;
 	int	 max_conns;
 	char	*user;
+	int	 write_batch_max;
+	long	 write_batch_bytes;
 };
 
 /*

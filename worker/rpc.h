@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/queue.h>
+
 #include "db.h"
 #include "http.h"
 #include "json.h"
@@ -56,6 +58,7 @@ struct rpc_ctx {
 	int		 has_expected;
 	char		 token_out[256];
 	void		(*cont)(struct rpc_ctx *c);
+	TAILQ_ENTRY(rpc_ctx) wq;	/* write batch queue */
 };
 
 typedef void (*rpc_fn)(struct rpc_ctx *c);
@@ -87,6 +90,14 @@ void rpc_write_now(struct evbuffer *out);
 void rpc_write_unix(struct evbuffer *out, int64_t secs);
 void rpc_finish(struct rpc_ctx *c);
 void rpc_lookup_target(struct rpc_ctx *c, const char *id, void (*cont)(struct rpc_ctx *c));
+
+/* The write path, shared with the group commit in wbatch.c. */
+void rpc_write_single(struct rpc_ctx *c, void (*cb)(struct db_query *));
+void rpc_write_done(struct db_query *q);
+void rpc_write_ok(struct rpc_ctx *c, const char *pos, const char *gpos);
+void rpc_write_conflict(struct rpc_ctx *c, long long actual);
+void rpc_write_dup(struct rpc_ctx *c);
+void rpc_write_failed(struct rpc_ctx *c, struct db_query *q);
 
 /* Method tables. */
 void rpc_stream_write(struct rpc_ctx *c);

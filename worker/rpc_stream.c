@@ -18,6 +18,7 @@
 #include "nscache.h"
 #include "rpc.h"
 #include "token.h"
+#include "wbatch.h"
 
 #define BATCH_MSG	"options.batchSize must be <= 10000 or -1 for unlimited"
 #define BATCH_NEG_MSG	"options.batchSize must be between 0 and 10000, or -1 for unlimited"
@@ -109,9 +110,8 @@ need_ns(struct rpc_ctx *c, const char *what)
 }
 
 static void
-backend_error(struct rpc_ctx *c, const char *what)
+backend_error_q(struct rpc_ctx *c, struct db_query *q, const char *what)
 {
-	struct db_query *q = &c->q;
 	const char *st = db_sqlstate(q);
 
 	/* A schema dropped under us: the namespace is gone. */
@@ -119,6 +119,12 @@ backend_error(struct rpc_ctx *c, const char *what)
 		rpc_errorf(c, 500, "BACKEND_ERROR", "%s: namespace not found", what);
 	else
 		rpc_errorf(c, 500, "BACKEND_ERROR", "%s: %s", what, db_errmsg(q));
+}
+
+static void
+backend_error(struct rpc_ctx *c, const char *what)
+{
+	backend_error_q(c, &c->q, what);
 }
 
 static void
@@ -174,8 +180,8 @@ write_rows(struct evbuffer *out, PGresult *r, int with_stream, int single)
 
 /* ---- stream.write ------------------------------------------------------ */
 
-static void
-write_result(struct rpc_ctx *c, const char *pos, const char *gpos)
+void
+rpc_write_ok(struct rpc_ctx *c, const char *pos, const char *gpos)
 {
 	evbuffer_add_printf(c->out, "{\"globalPosition\":%s,\"position\":%s}", gpos, pos);
 	rpc_reply(c);
@@ -235,7 +241,7 @@ byid_done(struct db_query *q)
 		char pos[24], gpos[24];
 		snprintf(pos, sizeof(pos), "%s", PQgetvalue(r, 0, 2));
 		snprintf(gpos, sizeof(gpos), "%s", PQgetvalue(r, 0, 3));
-		write_result(c, pos, gpos);
+		rpc_write_ok(c, pos, gpos);
 		return;
 	}
 	rpc_errorf(c, 409, "MESSAGE_ID_CONFLICT",
@@ -254,34 +260,60 @@ lookup_by_id(struct rpc_ctx *c, int phase)
 	rpc_submit(c, 1, byid_done);
 }
 
-static void
-write_done(struct db_query *q)
+/* A version conflict: maybe a retry of a write that already happened. */
+void
+rpc_write_conflict(struct rpc_ctx *c, long long actual)
+{
+	if (c->msgid_given) {
+		snprintf(c->nbuf[7], sizeof(c->nbuf[7]), "%lld", actual);
+		lookup_by_id(c, 2);
+		return;
+	}
+	conflict(c, actual);
+}
+
+/* The id exists: the same write again, or a different one. */
+void
+rpc_write_dup(struct rpc_ctx *c)
+{
+	lookup_by_id(c, 1);
+}
+
+void
+rpc_write_failed(struct rpc_ctx *c, struct db_query *q)
+{
+	backend_error_q(c, q, "Failed to write message");
+}
+
+void
+rpc_write_done(struct db_query *q)
 {
 	struct rpc_ctx *c = q->arg;
 	PGresult *r = q->res[0];
 	const char *st;
 
 	if (!db_failed(q) && r && PQntuples(r) == 1) {
-		write_result(c, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+		rpc_write_ok(c, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
 		return;
 	}
 	st = db_sqlstate(q);
 	if (q->err && strstr(db_errmsg(q), "Wrong expected version")) {
-		long long actual = conflict_actual(db_errmsg(q));
-		if (c->msgid_given) {
-			/* Maybe a retry of a write that already happened. */
-			snprintf(c->nbuf[7], sizeof(c->nbuf[7]), "%lld", actual);
-			lookup_by_id(c, 2);
-			return;
-		}
-		conflict(c, actual);
+		rpc_write_conflict(c, conflict_actual(db_errmsg(q)));
 		return;
 	}
 	if (strcmp(st, "23505") == 0 && strcmp(db_constraint(q), "messages_id") == 0) {
-		lookup_by_id(c, 1);
+		rpc_write_dup(c);
 		return;
 	}
 	backend_error(c, "Failed to write message");
+}
+
+/* One write, one transaction, through the original write_message. */
+void
+rpc_write_single(struct rpc_ctx *c, void (*cb)(struct db_query *))
+{
+	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_WRITE], 6, c->pv, 1 };
+	rpc_submit(c, 1, cb);
 }
 
 void
@@ -355,8 +387,7 @@ rpc_stream_write(struct rpc_ctx *c)
 	c->pv[3] = c->tmp + data_off;
 	c->pv[4] = meta ? c->tmp + meta_off : NULL;
 	c->pv[5] = evn ? rpc_num(c, 0, c->expected) : NULL;
-	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_WRITE], 6, c->pv, 1 };
-	rpc_submit(c, 1, write_done);
+	wb_submit(c);
 	return;
 oom:
 	rpc_error(c, 500, "INTERNAL_ERROR", "out of memory");

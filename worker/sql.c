@@ -323,11 +323,83 @@ static const char *const ns_002[] = {
 	NULL
 };
 
+/* ------------------------------------------------------------------ */
+/* Namespace: 003_write_messages.sql (eventodbd only)                 */
+
+/*
+ * write_messages applies a batch of writes in one transaction with the
+ * per-write meaning of write_message (issue 8, group commit):
+ *
+ *   - every category lock the batch needs is taken first, in key order,
+ *     so two batches can never deadlock, and held until commit, so
+ *     global positions still follow commit order within a category;
+ *   - each write's expected version is checked on its own, against the
+ *     stream as the earlier writes of the batch left it; a mismatch
+ *     skips that write only (err = 'version', actual = the version);
+ *   - an id that already exists skips that write only (err = 'id'),
+ *     so the caller can answer an idempotent retry;
+ *   - no exception is raised for those cases, so no subtransaction is
+ *     needed and one failed write never aborts the others.
+ *
+ * The batch is one JSON array of {"i": id, "s": stream, "t": type,
+ * "d": data, "m": metadata, "e": expected version}; rows come back in
+ * input order.  The original's functions and tables are untouched.
+ */
+static const char *const ns_003[] = {
+	"CREATE OR REPLACE FUNCTION " S ".write_messages(_batch JSONB)\n"
+	"RETURNS TABLE (pos BIGINT, gpos BIGINT, actual BIGINT, err TEXT) AS $$\n"
+	"DECLARE\n"
+	"  _k BIGINT;\n"
+	"  _r RECORD;\n"
+	"  _v BIGINT;\n"
+	"BEGIN\n"
+	"  FOR _k IN\n"
+	"    SELECT DISTINCT " S ".hash_64(split_part(x.s, '-', 1))\n"
+	"      FROM jsonb_to_recordset(_batch) AS x(s VARCHAR) ORDER BY 1\n"
+	"  LOOP\n"
+	"    PERFORM pg_advisory_xact_lock(_k);\n"
+	"  END LOOP;\n"
+	"  FOR _r IN\n"
+	"    SELECT x.i, x.s, x.t, x.d, x.m, x.e\n"
+	"      FROM ROWS FROM (jsonb_to_recordset(_batch)\n"
+	"        AS (i VARCHAR, s VARCHAR, t VARCHAR, d JSONB, m JSONB, e BIGINT))\n"
+	"        WITH ORDINALITY AS x(i, s, t, d, m, e, n)\n"
+	"      ORDER BY x.n\n"
+	"  LOOP\n"
+	"    SELECT coalesce(max(mm.position), -1) INTO _v\n"
+	"      FROM " S ".messages mm WHERE mm.stream_name = _r.s;\n"
+	"    IF _r.e IS NOT NULL AND _r.e <> _v THEN\n"
+	"      pos := NULL; gpos := NULL; actual := _v; err := 'version';\n"
+	"      RETURN NEXT;\n"
+	"      CONTINUE;\n"
+	"    END IF;\n"
+	"    INSERT INTO " S ".messages (id, stream_name, type, position, data, metadata)\n"
+	"      VALUES (_r.i::uuid, _r.s, _r.t, _v + 1, _r.d,\n"
+	"              CASE WHEN jsonb_typeof(_r.m) = 'null' THEN NULL ELSE _r.m END)\n"
+	"      ON CONFLICT (id) DO NOTHING\n"
+	"      RETURNING " S ".messages.global_position INTO gpos;\n"
+	"    IF NOT FOUND THEN\n"
+	"      pos := NULL; gpos := NULL; actual := _v; err := 'id';\n"
+	"    ELSE\n"
+	"      pos := _v + 1; actual := NULL; err := NULL;\n"
+	"    END IF;\n"
+	"    RETURN NEXT;\n"
+	"  END LOOP;\n"
+	"END;\n"
+	"$$ LANGUAGE plpgsql",
+
+	"INSERT INTO " S "._schema_version (version) VALUES (3)\n"
+	"    ON CONFLICT DO NOTHING",
+
+	NULL
+};
+
 #undef S
 
 const struct sql_migration sql_ns_migrations[] = {
 	{ "001_message_db.sql", 1, ns_001 },
 	{ "002_category_get_all.sql", 2, ns_002 },
+	{ "003_write_messages.sql", 3, ns_003 },
 };
 const size_t sql_ns_nmigrations =
     sizeof(sql_ns_migrations) / sizeof(sql_ns_migrations[0]);

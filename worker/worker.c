@@ -30,6 +30,7 @@
 #include "log.h"
 #include "nscache.h"
 #include "rpc.h"
+#include "wbatch.h"
 #include "server/cfg.h"
 #include "worker.h"
 
@@ -166,6 +167,7 @@ wrk_main(const struct heritage *h)
 	ro.test_mode = cfg->test_mode;
 	ro.version = h->version;
 	rpc_init(&ro);
+	wb_init(cfg->write_batch_max, (size_t)cfg->write_batch_bytes);
 	lim.max_body = cfg->max_body;
 	lim.max_header = cfg->max_header;
 	lim.header_timeout = cfg->header_timeout;

@@ -1,0 +1,16 @@
+/*
+ * wbatch.h - group commit of stream.write (see wbatch.c).
+ */
+#ifndef EVENTODB_WBATCH_H
+#define EVENTODB_WBATCH_H
+
+#include <stddef.h>
+
+struct rpc_ctx;
+
+/* max writes per batch (1 = one write per transaction) and JSON bytes. */
+void wb_init(int max, size_t max_bytes);
+/* Queue a validated write (c->ns, c->msgid and c->pv[0..5] set). */
+void wb_submit(struct rpc_ctx *c);
+
+#endif
