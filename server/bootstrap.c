@@ -290,6 +290,7 @@ srv_bootstrap(const char *conninfo, const struct boot_opts *o, char *err, size_t
 	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 	int rc = -1;
 
+	err[0] = '\0';
 	if (PQstatus(pg) != CONNECTION_OK) {
 		snprintf(err, errlen, "could not connect to PostgreSQL: %s", PQerrorMessage(pg));
 		chomp(err);

@@ -58,6 +58,7 @@ struct http_conn {
 	unsigned	 close_after:1;	/* close once the response is written */
 	unsigned	 in_flight:1;	/* the application owns req */
 	unsigned	 http10:1;
+	unsigned	 expect_continue:1;
 	void		*app;
 	void		(*app_free)(void *);
 	struct http_conn *next, *prev;	/* all connections of this worker */
@@ -100,6 +101,7 @@ status_text(int status)
 	case 409: return "Conflict";
 	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
+	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
@@ -277,6 +279,7 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 
 	*content_length = 0;
 	*chunked = 0;
+	c->expect_continue = 0;
 	r->authorization = NULL;
 	r->query = NULL;
 
@@ -406,6 +409,12 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 			*chunked = 1;
 		} else if (strcasecmp(line, "authorization") == 0) {
 			r->authorization = val;
+		} else if (strcasecmp(line, "expect") == 0) {
+			if (strcasecmp(val, "100-continue") != 0) {
+				*msg = "unsupported Expect";
+				return 417;
+			}
+			c->expect_continue = 1;
 		} else if (strcasecmp(line, "connection") == 0) {
 			if (strcasestr(val, "close"))
 				conn_close = 1;
@@ -515,6 +524,8 @@ read_head(struct http_conn *c)
 	else
 		evbuffer_drain(c->req.body, evbuffer_get_length(c->req.body));
 	c->body_total = 0;
+	if (c->expect_continue && (chunked || (cl > 0 && cl <= http_lim.max_body)) && !c->http10)
+		evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	if (chunked) {
 		c->state = ST_CHUNKED;
 		c->chunk_left = -1;
