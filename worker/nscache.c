@@ -59,7 +59,7 @@ static const char *const sql_tmpl[NS_SQL_N] = {
 	    "GROUP BY stream_name ORDER BY stream_name COLLATE \"C\" LIMIT $3",
 	[NS_SQL_CATEGORIES] =
 	    "SELECT split_part(stream_name, '-', 1) AS c, count(DISTINCT stream_name), count(*) "
-	    "FROM %1$s.messages GROUP BY 1 ORDER BY 1 COLLATE \"C\"",
+	    "FROM %1$s.messages GROUP BY 1 ORDER BY split_part(stream_name, '-', 1) COLLATE \"C\"",
 	[NS_SQL_INFO] =
 	    "SELECT count(*), count(DISTINCT stream_name), "
 	    "to_char(max(time), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM %1$s.messages",
