@@ -1,21 +1,50 @@
 /*
- * master.c - the master's state machine.
+ * master.c - the master's lifecycle: a state machine over worker processes.
  *
- *   STARTING --workers forked--> RUNNING --SIGTERM/SIGINT--> DRAINING --> STOPPED
+ *   START ---every slot has a ready worker---> READY <-------------+
+ *     |                                          |                 |
+ *     |                                SIGHUP, new config valid    |
+ *     |                                          v                 |
+ *     |                                      RELOADING --new generation
+ *     |                                          |        ready, old one
+ *     |                                          |        told to retire
+ *     +------------- SIGTERM / SIGINT (from any state) ----+
+ *                                                          v
+ *                                  DRAINING --every worker exited--> STOPPED
  *
- * RUNNING: a worker that exits is replaced at once if it had run for a
- * while; one that dies quickly again and again is replaced with
- * exponential back-off (up to 30 s), so a worker that cannot start does
- * not spin.  DRAINING: every worker gets SIGTERM and finishes what it is
- * doing; after the deadline the rest get SIGKILL.  The master only signals
- * pids it forked, never the process group.
+ * START: the first generation is forked; READY=1 goes to systemd once
+ * every worker has said it accepts connections.
+ * READY: a worker that exits is replaced at once; when workers of a slot
+ * keep exiting within QUICK_DEATH_S of their start (or with
+ * WRK_EXIT_INIT), the second and later ones in a row are replaced after an
+ * exponential back-off (100 ms doubling up to 30 s), so a worker that
+ * cannot start does not spin.  A worker that sends no heartbeat for
+ * heartbeat-timeout seconds (its event loop is stuck) gets SIGKILL and is
+ * replaced.
+ * RELOADING (SIGHUP): the configuration is loaded and validated in full
+ * first (cfg_load); an invalid one is logged and changes nothing.  A valid
+ * one starts generation G+1.  The listening socket never closes: it stays
+ * open in the master, and a worker of generation G keeps accepting until
+ * the G+1 worker of its slot reports that it accepts; only then does it
+ * get SIGTERM and drain (no connection refused, no request cut off).
+ * Older workers still draining when the reload is declared finished are
+ * tracked until they exit, and killed after shutdown-timeout.
+ * DRAINING (SIGTERM/SIGINT): STOPPING=1; the master closes its copy of the
+ * listening socket, every worker gets SIGTERM, stops accepting, finishes
+ * its requests in flight and exits; after shutdown-timeout the rest get
+ * SIGKILL.  The master exits 0.
  *
- * Workers hold the read end of a pipe whose write end only the master
- * holds: when the master dies, however it dies, every worker sees EOF.
+ * The master only signals pids it forked, never the process group, and
+ * only reaps those pids (the test-mode cluster's reaper is not its
+ * business).  Workers hold the read end of a pipe whose write end only
+ * the master holds: when the master dies, however it dies, every worker
+ * sees EOF (worker.c).  They report READY and heartbeats on a second
+ * pipe (struct wrk_msg, heritage.h), read here without blocking.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,29 +57,63 @@
 #include "heritage.h"
 #include "log.h"
 #include "master.h"
+#include "notify.h"
+#include "server/cfg.h"
+#include "shm.h"
 #include "signals.h"
 #include "worker.h"
 
-#define STOP_DEADLINE_S		15
 #define QUICK_DEATH_S		2
+#define FIRST_BACKOFF_MS	100
 #define MAX_BACKOFF_MS		30000
+#define TICK_MS			100
+#define KILL_WAIT_S		5	/* after SIGKILL, how long to wait for the reaping */
 
-enum master_state { MS_STARTING, MS_RUNNING, MS_DRAINING, MS_STOPPED };
-static const char *const state_names[] = { "starting", "running", "draining", "stopped" };
-
-struct wslot {
-	pid_t		 pid;		/* 0 = empty */
-	unsigned	 gen;
-	double		 started;	/* monotonic seconds */
-	double		 next_start;	/* when to respawn an empty slot */
-	int		 backoff_ms;
+enum ms_state { MS_START, MS_READY, MS_RELOADING, MS_DRAINING, MS_STOPPED };
+static const char *const ms_names[] = {
+	[MS_START] = "start", [MS_READY] = "ready", [MS_RELOADING] = "reloading",
+	[MS_DRAINING] = "draining", [MS_STOPPED] = "stopped",
 };
 
-static enum master_state state;
+/* A worker process, from fork to reaping. */
+enum wp_state { WP_STARTING, WP_READY, WP_RETIRING };
+
+struct wproc {
+	pid_t		 pid;		/* 0 = free entry */
+	int		 slot;
+	unsigned	 gen;
+	enum wp_state	 st;
+	double		 t_start;	/* monotonic seconds */
+	double		 t_beat;	/* last READY or heartbeat */
+	double		 t_retire;	/* when SIGTERM was sent */
+	int		 killed;	/* SIGKILL sent */
+};
+
+/* A worker number of the current generation. */
+struct wslot {
+	double		 next_start;	/* when an empty slot may be refilled */
+	int		 backoff_ms;
+	int		 quick_deaths;	/* early deaths in a row */
+};
+
+static enum ms_state state;
+static struct heritage *tmpl;
+static struct config *cur;		/* the running configuration (owned) */
+static int m_argc;
+static char **m_argv;
+static const sigset_t *origmask;
+
+static struct wproc *procs;
+static int nprocs;			/* entries in use or free, <= cap */
+static int procs_cap;
 static struct wslot *slots;
 static int nslots;
 static unsigned generation = 1;
 static int death_pipe[2] = { -1, -1 };
+static int status_pipe[2] = { -1, -1 };
+static double stop_at;
+static int killed_all;
+static double last_watchdog;
 
 static double
 mono(void)
@@ -60,45 +123,158 @@ mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void
-set_state(enum master_state s)
+static int
+want_workers(const struct config *c)
 {
-	if (s != state)
-		log_info("master state %s -> %s", state_names[state], state_names[s]);
-	state = s;
+	long n = c->workers > 0 ? c->workers : sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : (int)n;
 }
 
 static void
-spawn(struct heritage *tmpl, int i, const sigset_t *origmask)
+set_status(void)
+{
+	switch (state) {
+	case MS_START:
+		srv_notify("STATUS=starting %d workers", nslots);
+		break;
+	case MS_READY:
+		srv_notify("READY=1\nSTATUS=ready: %d workers, generation %u", nslots, generation);
+		break;
+	case MS_RELOADING:
+		srv_notify_reloading("reloading: starting worker generation");
+		break;
+	case MS_DRAINING:
+		srv_notify("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
+		break;
+	case MS_STOPPED:
+		break;
+	}
+}
+
+static void
+set_state(enum ms_state s)
+{
+	if (s == state)
+		return;
+	log_info("master state %s -> %s gen=%u", ms_names[state], ms_names[s], generation);
+	state = s;
+	set_status();
+	shm_master_set_state(ms_names[s]);
+}
+
+/* ---- the process table */
+
+static struct wproc *
+proc_new(void)
+{
+	for (int i = 0; i < nprocs; i++)
+		if (!procs[i].pid)
+			return &procs[i];
+	if (nprocs == procs_cap) {
+		int cap = procs_cap ? procs_cap * 2 : 16;
+		struct wproc *p = realloc(procs, (size_t)cap * sizeof(*p));
+		if (!p)
+			return NULL;
+		procs = p;
+		procs_cap = cap;
+	}
+	memset(&procs[nprocs], 0, sizeof(procs[nprocs]));
+	return &procs[nprocs++];
+}
+
+static int
+live_procs(void)
+{
+	int n = 0;
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i].pid)
+			n++;
+	return n;
+}
+
+/* The current generation's worker for slot, if any. */
+static struct wproc *
+current(int slot)
+{
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i].pid && procs[i].slot == slot && procs[i].gen == generation &&
+		    procs[i].st != WP_RETIRING)
+			return &procs[i];
+	return NULL;
+}
+
+static int
+all_ready(void)
+{
+	for (int s = 0; s < nslots; s++) {
+		struct wproc *p = current(s);
+		if (!p || p->st != WP_READY)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+old_serving(void)
+{
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i].pid && procs[i].gen != generation && procs[i].st != WP_RETIRING)
+			return 1;
+	return 0;
+}
+
+static void
+spawn(int slot)
 {
 	struct heritage h = *tmpl;
+	struct wproc *p = proc_new();
 	pid_t pid;
 
-	h.slot = i;
+	if (!p) {
+		log_error("could not start worker %d: out of memory", slot);
+		slots[slot].next_start = mono() + 1;
+		return;
+	}
+	h.slot = slot;
 	h.gen = generation;
 	h.death_fd = death_pipe[0];
+	h.status_fd = status_pipe[1];
+	h.shm_slot = shm_master_claim(slot, generation);	/* -1: unpublished */
+	h.cfg = cur;
 	pid = fork();
 	if (pid < 0) {
-		log_error("could not fork worker %d: %s", i, strerror(errno));
-		slots[i].next_start = mono() + 1;
+		log_error("could not fork worker %d: %s", slot, strerror(errno));
+		shm_master_unclaim(h.shm_slot);
+		slots[slot].next_start = mono() + 1;
 		return;
 	}
 	if (pid == 0) {
-		struct sigaction sa;
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = SIG_DFL;
-		sigaction(SIGCHLD, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGHUP, &sa, NULL);
+		sig_reset_child();
 		close(death_pipe[1]);
+		close(status_pipe[0]);
 		sigprocmask(SIG_SETMASK, origmask, NULL);
-		wrk_main(&h);
+		wrk_main(&h);	/* does not return */
+		_exit(WRK_EXIT_INIT);
 	}
-	slots[i].pid = pid;
-	slots[i].gen = generation;
-	slots[i].started = mono();
-	log_info("worker %d started pid=%d gen=%u", i, (int)pid, generation);
+	shm_master_forked(h.shm_slot, pid);
+	p->pid = pid;
+	p->slot = slot;
+	p->gen = generation;
+	p->st = WP_STARTING;
+	p->t_start = p->t_beat = mono();
+	p->killed = 0;
+	log_info("worker %d started pid=%d gen=%u", slot, (int)pid, generation);
+}
+
+static void
+retire(struct wproc *p, const char *why)
+{
+	log_info("worker %d retiring pid=%d gen=%u: %s", p->slot, (int)p->pid, p->gen, why);
+	p->st = WP_RETIRING;
+	p->t_retire = mono();
+	if (kill(p->pid, SIGTERM) != 0 && errno != ESRCH)
+		log_warn("could not signal worker %d pid=%d: %s", p->slot, (int)p->pid,
+		    strerror(errno));
 }
 
 static void
@@ -107,119 +283,323 @@ describe_exit(int status, char *buf, size_t len)
 	if (WIFEXITED(status))
 		snprintf(buf, len, "status=%d", WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "signal=%d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+		snprintf(buf, len, "status=%s%s", sig_name(WTERMSIG(status)),
+		    WCOREDUMP(status) ? " core=yes" : "");
 	else
 		snprintf(buf, len, "status=unknown");
 }
 
 static void
-reap(void)
+exited(struct wproc *p, int status)
 {
-	int status;
-	pid_t pid;
+	char how[64];
+	double now = mono(), lived = now - p->t_start;
+	struct wslot *s;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		char how[64];
-		int i;
-
-		for (i = 0; i < nslots; i++)
-			if (slots[i].pid == pid)
-				break;
-		if (i == nslots)
-			continue;	/* not a worker (e.g. the test-mode cluster's helper) */
-		describe_exit(status, how, sizeof(how));
-		slots[i].pid = 0;
-		if (state == MS_DRAINING) {
-			log_info("worker %d exited pid=%d %s", i, (int)pid, how);
-			continue;
-		}
-		if (mono() - slots[i].started < QUICK_DEATH_S) {
-			slots[i].backoff_ms = slots[i].backoff_ms ? slots[i].backoff_ms * 2 : 100;
-			if (slots[i].backoff_ms > MAX_BACKOFF_MS)
-				slots[i].backoff_ms = MAX_BACKOFF_MS;
-		} else
-			slots[i].backoff_ms = 0;
-		slots[i].next_start = mono() + slots[i].backoff_ms / 1000.0;
-		log_warn("worker %d exited pid=%d %s; restarting in %d ms", i, (int)pid, how,
-		    slots[i].backoff_ms);
+	describe_exit(status, how, sizeof(how));
+	shm_master_reaped(p->pid);	/* crash report, counters into the retired totals */
+	if (state == MS_DRAINING || p->st == WP_RETIRING || p->gen != generation ||
+	    p->slot >= nslots) {
+		log_info("worker %d exited %s pid=%d gen=%u", p->slot, how, (int)p->pid, p->gen);
+		p->pid = 0;
+		return;
 	}
+	s = &slots[p->slot];
+	/*
+	 * The first early death is replaced at once like any crash; from the
+	 * second one in a row the slot backs off (100 ms doubling).  A worker
+	 * that lives QUICK_DEATH_S clears the record.
+	 */
+	if (lived < QUICK_DEATH_S || (WIFEXITED(status) && WEXITSTATUS(status) == WRK_EXIT_INIT)) {
+		if (s->quick_deaths++ == 0)
+			s->backoff_ms = 0;
+		else
+			s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : FIRST_BACKOFF_MS;
+		if (s->backoff_ms > MAX_BACKOFF_MS)
+			s->backoff_ms = MAX_BACKOFF_MS;
+	} else {
+		s->quick_deaths = 0;
+		s->backoff_ms = 0;
+	}
+	s->next_start = now + s->backoff_ms / 1000.0;
+	log_warn("worker %d exited %s pid=%d gen=%u after %.1f s; restarting in %d ms", p->slot,
+	    how, (int)p->pid, p->gen, lived, s->backoff_ms);
+	p->pid = 0;
 }
 
-static int
-alive_workers(void)
+/* Reap only the pids we forked. */
+static void
+reap(void)
 {
-	int n = 0;
-	for (int i = 0; i < nslots; i++)
-		if (slots[i].pid)
-			n++;
-	return n;
+	for (int i = 0; i < nprocs; i++) {
+		int status;
+		pid_t r;
+
+		if (!procs[i].pid)
+			continue;
+		r = waitpid(procs[i].pid, &status, WNOHANG);
+		if (r == procs[i].pid)
+			exited(&procs[i], status);
+		else if (r < 0 && errno == ECHILD) {
+			log_warn("worker %d pid=%d vanished", procs[i].slot, (int)procs[i].pid);
+			shm_master_reaped(procs[i].pid);
+			procs[i].pid = 0;
+		}
+	}
 }
 
 static void
-signal_workers(int signo)
+read_status(void)
 {
-	for (int i = 0; i < nslots; i++)
-		if (slots[i].pid)
-			kill(slots[i].pid, signo);
-}
+	struct wrk_msg m[64];
+	ssize_t n;
 
-int
-srv_master_run(struct heritage *tmpl, int nworkers, const sigset_t *waitmask)
-{
-	double stop_at = 0;
-	int killed = 0;
-
-	nslots = nworkers;
-	slots = calloc((size_t)nworkers, sizeof(*slots));
-	if (!slots || pipe(death_pipe) < 0) {
-		log_error("could not set up the worker table: %s", strerror(errno));
-		return 1;
-	}
-	state = MS_STARTING;
-	for (int i = 0; i < nslots; i++)
-		spawn(tmpl, i, waitmask);
-	set_state(MS_RUNNING);
-
-	for (;;) {
-		struct timespec ts = { 0, 100 * 1000 * 1000 };
-
-		/* Sleep until a signal arrives (they are unblocked only here). */
-		ppoll(NULL, 0, &ts, waitmask);
-
-		if (sig_child) {
-			sig_child = 0;
-			reap();
-		}
-		if (sig_reload) {
-			sig_reload = 0;
-			log_info("SIGHUP received: configuration reload is not implemented yet");
-		}
-		if (sig_stop && state == MS_RUNNING) {
-			log_info("%s received: stopping", sig_stop_signo == SIGINT ? "SIGINT" : "SIGTERM");
-			set_state(MS_DRAINING);
-			stop_at = mono() + STOP_DEADLINE_S;
-			signal_workers(SIGTERM);
-		}
-		if (state == MS_RUNNING) {
-			double now = mono();
-			for (int i = 0; i < nslots; i++)
-				if (!slots[i].pid && now >= slots[i].next_start)
-					spawn(tmpl, i, waitmask);
-		}
-		if (state == MS_DRAINING) {
-			reap();
-			if (alive_workers() == 0)
-				break;
-			if (!killed && mono() > stop_at) {
-				log_warn("workers did not stop within %d s: sending SIGKILL", STOP_DEADLINE_S);
-				signal_workers(SIGKILL);
-				killed = 1;
+	while ((n = read(status_pipe[0], m, sizeof(m))) > 0) {
+		double now = mono();
+		for (size_t k = 0; k < (size_t)n / sizeof(m[0]); k++) {
+			struct wproc *p = NULL;
+			for (int i = 0; i < nprocs; i++)
+				if (procs[i].pid == (pid_t)m[k].pid) {
+					p = &procs[i];
+					break;
+				}
+			if (!p)
+				continue;
+			p->t_beat = now;
+			if (m[k].type == WRK_MSG_READY && p->st == WP_STARTING) {
+				p->st = WP_READY;
+				log_info("worker %d ready pid=%d gen=%u", p->slot, (int)p->pid, p->gen);
 			}
 		}
 	}
-	set_state(MS_STOPPED);
+}
+
+static void
+kill_all(int signo)
+{
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i].pid && kill(procs[i].pid, signo) != 0 && errno != ESRCH)
+			log_warn("could not signal worker %d pid=%d: %s", procs[i].slot,
+			    (int)procs[i].pid, strerror(errno));
+}
+
+/* ---- reload */
+
+static void
+reload(void)
+{
+	struct config *nc;
+	char err[1024];
+	int rc, n, level;
+
+	log_info("SIGHUP received: reloading the configuration");
+	nc = calloc(1, sizeof(*nc));
+	if (!nc) {
+		log_error("reload failed: out of memory; keeping the current configuration");
+		return;
+	}
+	rc = cfg_load(nc, m_argc, m_argv, err, sizeof(err));
+	if (rc != CFG_OK) {
+		log_error("reload failed: %s; keeping the current configuration", err);
+		srv_notify("STATUS=reload failed (%s); running generation %u", err, generation);
+		cfg_free(nc);
+		free(nc);
+		return;
+	}
+	for (char *w = nc->warnings, *e; *w; w = e) {
+		e = strchr(w, '\n');
+		log_warn("%.*s", e ? (int)(e - w) : (int)strlen(w), w);
+		e = e ? e + 1 : w + strlen(w);
+	}
+	cfg_reload_merge(nc, cur);
+	level = log_level_parse(nc->log_level);
+	log_setup(level < 0 ? LOG_INFO : level, strcmp(nc->log_format, "json") == 0);
+
+	n = want_workers(nc);
+	if (n != nslots) {
+		struct wslot *ns = realloc(slots, (size_t)n * sizeof(*ns));
+		if (!ns) {
+			log_error("reload failed: out of memory; keeping the current configuration");
+			cfg_free(nc);
+			free(nc);
+			return;
+		}
+		slots = ns;
+	}
+	cfg_free(cur);
+	free(cur);
+	cur = nc;
+	nslots = n;
+	memset(slots, 0, (size_t)nslots * sizeof(*slots));
+	generation++;
+	log_info("reload: configuration valid; starting generation %u with %d workers",
+	    generation, nslots);
+	if (state == MS_RELOADING)
+		srv_notify_reloading("reloading: starting worker generation");
+	set_state(MS_RELOADING);
+}
+
+/* ---- drain */
+
+static void
+begin_drain(int signo)
+{
+	log_info("%s received: stopping (shutdown-timeout %d s)", sig_name(signo),
+	    cur->shutdown_timeout);
+	set_state(MS_DRAINING);
+	if (tmpl->listen_fd >= 0) {
+		close(tmpl->listen_fd);
+		tmpl->listen_fd = -1;
+	}
+	stop_at = mono() + cur->shutdown_timeout;
+	kill_all(SIGTERM);
+}
+
+/* ---- the loop */
+
+static void
+tick(void)
+{
+	double now = mono();
+	int hb = cur->heartbeat_timeout;
+
+	if (state == MS_DRAINING) {
+		if (!killed_all && now >= stop_at && live_procs()) {
+			log_warn("%d workers still running after shutdown-timeout %d s: sending SIGKILL",
+			    live_procs(), cur->shutdown_timeout);
+			kill_all(SIGKILL);
+			killed_all = 1;
+		}
+		return;
+	}
+
+	/* Fill empty slots of the current generation. */
+	for (int s = 0; s < nslots; s++)
+		if (!current(s) && now >= slots[s].next_start)
+			spawn(s);
+
+	/* Retire older workers once their replacement accepts. */
+	for (int i = 0; i < nprocs; i++) {
+		struct wproc *p = &procs[i], *c;
+
+		if (!p->pid || p->gen == generation || p->st == WP_RETIRING)
+			continue;
+		if (p->st == WP_STARTING)
+			retire(p, "superseded before it was ready");
+		else if (p->slot < nslots && (c = current(p->slot)) && c->st == WP_READY)
+			retire(p, "replaced by the new generation");
+		else if (p->slot >= nslots && all_ready())
+			retire(p, "not in the new generation");
+	}
+
+	/* Hung workers and slow retirements. */
+	now = mono();
+	for (int i = 0; i < nprocs; i++) {
+		struct wproc *p = &procs[i];
+
+		if (!p->pid || p->killed)
+			continue;
+		if (p->st == WP_RETIRING) {
+			if (now - p->t_retire > cur->shutdown_timeout) {
+				log_warn("worker %d pid=%d gen=%u still draining after %d s: sending SIGKILL",
+				    p->slot, (int)p->pid, p->gen, cur->shutdown_timeout);
+				kill(p->pid, SIGKILL);
+				p->killed = 1;
+			}
+		} else if (hb > 0 && now - p->t_beat > hb) {
+			log_warn("worker %d pid=%d gen=%u sent no heartbeat for %d s: sending SIGKILL",
+			    p->slot, (int)p->pid, p->gen, hb);
+			kill(p->pid, SIGKILL);
+			p->killed = 1;
+		}
+	}
+
+	if (state == MS_START && all_ready())
+		set_state(MS_READY);
+	else if (state == MS_RELOADING && all_ready() && !old_serving()) {
+		log_info("reload finished gen=%u", generation);
+		set_state(MS_READY);
+	}
+
+	if (srv_notify_watchdog_usec() &&
+	    now - last_watchdog >= srv_notify_watchdog_usec() / 2e6) {
+		srv_notify("WATCHDOG=1");
+		last_watchdog = now;
+	}
+}
+
+int
+srv_master_run(struct heritage *h, struct config *cfg, int argc, char **argv,
+    const sigset_t *waitmask)
+{
+	double gave_up = 0;
+
+	tmpl = h;
+	cur = cfg;
+	m_argc = argc;
+	m_argv = argv;
+	origmask = waitmask;
+	nslots = want_workers(cur);
+	slots = calloc((size_t)nslots, sizeof(*slots));
+	if (!slots || pipe2(death_pipe, O_CLOEXEC) < 0 ||
+	    pipe2(status_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		log_error("could not set up the worker table: %s", strerror(errno));
+		return 1;
+	}
+	state = MS_START;
+	shm_master_set_state(ms_names[state]);
+	set_status();
+
+	while (state != MS_STOPPED) {
+		struct pollfd pfd = { .fd = status_pipe[0], .events = POLLIN };
+		struct timespec ts = { 0, TICK_MS * 1000000L };
+
+		/* Sleep until a signal, a worker message or the tick (signals
+		 * are unblocked only inside ppoll). */
+		ppoll(&pfd, 1, &ts, waitmask);
+
+		if (sig_child)
+			sig_child = 0;
+		reap();
+		read_status();
+		if (sig_stop && state != MS_DRAINING) {
+			sig_stop = 0;
+			begin_drain(sig_stop_signo);
+		} else if (sig_stop && state == MS_DRAINING) {
+			sig_stop = 0;
+			if (!killed_all && live_procs()) {
+				log_warn("%s received again: killing %d workers now",
+				    sig_name(sig_stop_signo), live_procs());
+				kill_all(SIGKILL);
+				killed_all = 1;
+			}
+		}
+		if (sig_reload) {
+			sig_reload = 0;
+			if (state == MS_DRAINING)
+				log_info("SIGHUP received while stopping: ignored");
+			else
+				reload();
+		}
+		tick();
+		if (state == MS_DRAINING) {
+			if (!live_procs())
+				set_state(MS_STOPPED);
+			else if (killed_all) {
+				if (!gave_up)
+					gave_up = mono() + KILL_WAIT_S;
+				else if (mono() > gave_up) {
+					log_error("%d workers did not exit after SIGKILL", live_procs());
+					set_state(MS_STOPPED);
+				}
+			}
+		}
+	}
 	close(death_pipe[1]);
 	close(death_pipe[0]);
+	close(status_pipe[0]);
+	close(status_pipe[1]);
 	free(slots);
+	free(procs);
 	return 0;
 }
