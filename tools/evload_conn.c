@@ -1,0 +1,1210 @@
+/*
+ * evload_conn.c - evload's connections: keep-alive HTTP/1.1 over
+ * non-blocking TCP sockets on one libevent loop.
+ *
+ * Each of the --workers connections is a plain socket with a persistent
+ * read event and a one-shot write event that is armed only when the
+ * kernel's send buffer is full.  A connection owns two flat buffers
+ * allocated once at start-up (output sized for --pipeline requests, input
+ * grown by doubling only when a response is larger than anything seen
+ * before) and a ring of the requests in flight, oldest first.  So in
+ * steady state a request costs no allocation: its bytes are assembled
+ * from pieces prepared at start-up (only the stream number and the
+ * write's counter vary), one send() carries every request queued in a
+ * callback, one read() usually carries the answers.
+ *
+ * Scheduling:
+ *   closed loop (default)  every connection keeps --pipeline requests in
+ *     flight; the next one goes out when an answer arrives.  Connection w
+ *     walks the original load-test.go's sequence: iteration counter
+ *     starting at w * 1000000, a stream.write to stream (n % streams),
+ *     then, when n % read-every == 0, a stream.get of that stream.
+ *     Latency is measured from the moment the request is queued.
+ *   open loop (--rate R)  request k is due at t0 + k/R whatever happened
+ *     to earlier requests; a timer hands due requests to connections that
+ *     have room, and requests nobody has room for wait in a backlog (just
+ *     a counter: their due times are computable).  Latency is measured
+ *     from the due time, so a stalled server shows up in the percentiles
+ *     (no coordinated omission).
+ *
+ * The response parser handles the status line, Content-Length, chunked
+ * bodies (sizes, extensions, trailers), bodies delimited by EOF, 1xx
+ * interim responses and Connection: close.  Only status 200 counts as a
+ * success, as in the original; for other statuses the "code" member of a
+ * JSON error body is counted too.  Requests in flight on a connection that
+ * fails count as errors of that failure's kind, and the connection is
+ * re-opened (at once if it had served something, else with back-off).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "evload.h"
+
+#define EVL_VERSION_UA	"evload/" PACKAGE_VERSION
+#define RBUF_INIT	(16 * 1024)
+#define RBUF_MAX	(256u * 1024 * 1024)	/* a response larger than this is refused */
+#define HEAD_MAX	(64 * 1024)
+#define SWEEP_MS	20
+#define BACKOFF_MIN_MS	50
+#define BACKOFF_MAX_MS	1000
+#define TICK_MIN_NS	200000	/* open loop: at most one scheduler tick per 200 us */
+#define CONN_MAGIC	0x45564c43u	/* "EVLC" */
+
+struct evl_stats evl_stats;
+struct evl_codes evl_codes;
+
+/* A request in flight. */
+struct inflight {
+	uint64_t	t_sched;	/* latency is measured from here */
+	uint64_t	t_sent;		/* timeouts are measured from here */
+	unsigned	kind;
+};
+
+/* Where a worker is in the original's iteration sequence. */
+struct gen {
+	uint64_t	seq;
+	int		read_pending;	/* the write of iteration seq is out, its read is next */
+};
+
+/* Resumable response-parser state; offsets are from the response's first byte. */
+struct parse {
+	int		have_head;
+	int		status;
+	int		chunked;
+	int		until_eof;
+	int		close;
+	size_t		scan;		/* head: bytes already searched */
+	size_t		body_start;
+	size_t		end;		/* content-length: end of the response */
+	size_t		chunk_pos;	/* chunked: start of the next size line */
+};
+
+enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP };
+
+struct conn {
+	unsigned	 magic;
+	int		 id;
+	int		 fd;
+	enum conn_state	 state;
+	struct event	*rev;		/* persistent read */
+	struct event	*wev;		/* one-shot write (connect, full send buffer) */
+	struct event	*retry;		/* reconnect timer */
+	uint64_t	 t_connect;
+	int		 backoff_ms;
+	uint64_t	 served;	/* responses on the current socket */
+	int		 queued;	/* on the open-loop ready queue */
+
+	char		*wbuf;
+	size_t		 woff, wlen, wcap;
+	char		*rbuf;
+	size_t		 rpos, rlen, rcap;
+	struct parse	 p;
+
+	struct inflight	*q;		/* ring of --pipeline entries */
+	int		 qhead, qn;
+	struct gen	 gen;
+};
+
+static const struct evl_config *cfg;
+static struct event_base *base;
+static struct conn *conns;
+static int nconns;
+
+static struct sockaddr_storage addr;
+static socklen_t addrlen;
+
+/* Request pieces, built once. */
+static char *post_head;		/* "POST <path>/rpc ... Content-Length: " */
+static size_t post_head_len;
+static char *w1, *w3, *r1, *r2, *get_req;
+static size_t w1_len, w3_len, r1_len, r2_len, get_req_len;
+static const char w2[] = "\",{\"data\":{\"counter\":";
+static size_t max_req_len;
+
+/* Run state. */
+static uint64_t t0;
+static int running, stopping;
+static int inflight_total;
+static uint64_t realtime_base;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
+static struct event *sweep_ev;
+
+/* Open loop. */
+static int open_loop;
+static double period_ns;
+static uint64_t next_k;		/* next request index to send */
+static uint64_t due_cap;	/* due count frozen at stop */
+static struct gen open_gen;
+static struct event *tick_ev;
+static int tick_armed;
+static struct conn **readyq;	/* FIFO of connections with room */
+static int rq_head, rq_n;
+
+static void conn_connect(struct conn *c);
+static void conn_fill(struct conn *c, uint64_t now);
+static void open_dispatch(uint64_t now);
+static void arm_tick(uint64_t now);
+
+uint64_t
+evl_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Decimal digits of v into buf (no NUL); returns the length. */
+static size_t
+utoa(char *buf, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	return n;
+}
+
+static size_t
+ndigits(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
+static char *
+xasprintf(const char *fmt, const char *a, const char *b, const char *c2, const char *d)
+{
+	char *s;
+
+	if (asprintf(&s, fmt, a, b, c2, d) < 0) {
+		fprintf(stderr, "evload: out of memory\n");
+		exit(2);
+	}
+	return s;
+}
+
+/* ------------------------------------------------------------------ requests */
+
+static const char payload_text[] = "test data for profiling with some content to make it realistic";
+
+static void
+build_pieces(void)
+{
+	char *payload, *auth, batch[24];
+	size_t plen = sizeof(payload_text) - 1;
+	long i;
+
+	auth = cfg->token && *cfg->token ?
+	    xasprintf("Authorization: Bearer %s\r\n", cfg->token, NULL, NULL, NULL) : strdup("");
+	post_head = xasprintf("POST %s/rpc HTTP/1.1\r\nHost: %s\r\nUser-Agent: " EVL_VERSION_UA
+	    "\r\n%sContent-Type: application/json\r\nContent-Length: ",
+	    cfg->path, cfg->authority, auth, NULL);
+	post_head_len = strlen(post_head);
+	free(auth);
+
+	w1 = xasprintf("[\"stream.write\",\"%s", cfg->stream_prefix, NULL, NULL, NULL);
+	w1_len = strlen(w1);
+
+	payload = malloc((size_t)cfg->payload_size + 1);
+	if (payload == NULL) {
+		fprintf(stderr, "evload: out of memory\n");
+		exit(2);
+	}
+	for (i = 0; i < cfg->payload_size; i++)
+		payload[i] = payload_text[(size_t)i % plen];
+	payload[cfg->payload_size] = '\0';
+	w3 = xasprintf(",\"nested\":{\"field1\":\"value1\",\"field2\":42,\"field3\":true},"
+	    "\"payload\":\"%s\"},\"metadata\":{\"correlationStreamName\":\"test-correlation\","
+	    "\"source\":\"load-test\"},\"type\":\"TestEvent\"}]", payload, NULL, NULL, NULL);
+	w3_len = strlen(w3);
+	free(payload);
+
+	r1 = xasprintf("[\"stream.get\",\"%s", cfg->stream_prefix, NULL, NULL, NULL);
+	r1_len = strlen(r1);
+	snprintf(batch, sizeof(batch), "%ld", cfg->batch);
+	r2 = xasprintf("\",{\"batchSize\":%s,\"position\":0}]", batch, NULL, NULL, NULL);
+	r2_len = strlen(r2);
+
+	get_req = xasprintf("GET %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " EVL_VERSION_UA "\r\n\r\n",
+	    cfg->path, cfg->mix == EVL_MIX_HEALTH ? "/health" : "/version", cfg->authority, NULL);
+	get_req_len = strlen(get_req);
+
+	/* head + length digits + CRLFCRLF + the longest body */
+	max_req_len = post_head_len + 24 + w1_len + 20 + (sizeof(w2) - 1) + 20 + w3_len;
+	if (r1_len + 20 + r2_len > w1_len + 20 + (sizeof(w2) - 1) + 20 + w3_len)
+		max_req_len += r1_len + r2_len;
+	if (get_req_len > max_req_len)
+		max_req_len = get_req_len;
+}
+
+size_t
+evl_write_body_len(long stream)
+{
+	return w1_len + ndigits((uint64_t)stream) + (sizeof(w2) - 1) + 19 + w3_len;
+}
+
+size_t
+evl_read_body_len(long stream)
+{
+	return r1_len + ndigits((uint64_t)stream) + r2_len;
+}
+
+/* Append one request to c's output; `now` is CLOCK_MONOTONIC. */
+static void
+put_request(struct conn *c, unsigned kind, uint64_t stream, uint64_t now)
+{
+	char *p, sdig[20], cdig[20];
+	size_t sl, cl, blen;
+	uint64_t counter;
+
+	if (c->wcap - c->wlen < max_req_len) {
+		/* cannot happen: wcap holds --pipeline requests and they all left */
+		memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+		c->wlen -= c->woff;
+		c->woff = 0;
+	}
+	p = c->wbuf + c->wlen;
+	if (kind == EVL_GET) {
+		memcpy(p, get_req, get_req_len);
+		c->wlen += get_req_len;
+		return;
+	}
+	sl = utoa(sdig, stream);
+	memcpy(p, post_head, post_head_len);
+	p += post_head_len;
+	if (kind == EVL_WRITE) {
+		/* data.counter: Unix time in ns, like Go's time.Now().UnixNano() */
+		counter = realtime_base + now;
+		cl = utoa(cdig, counter);
+		blen = w1_len + sl + (sizeof(w2) - 1) + cl + w3_len;
+		p += utoa(p, blen);
+		memcpy(p, "\r\n\r\n", 4);
+		p += 4;
+		memcpy(p, w1, w1_len);
+		p += w1_len;
+		memcpy(p, sdig, sl);
+		p += sl;
+		memcpy(p, w2, sizeof(w2) - 1);
+		p += sizeof(w2) - 1;
+		memcpy(p, cdig, cl);
+		p += cl;
+		memcpy(p, w3, w3_len);
+		p += w3_len;
+	} else {
+		blen = r1_len + sl + r2_len;
+		p += utoa(p, blen);
+		memcpy(p, "\r\n\r\n", 4);
+		p += 4;
+		memcpy(p, r1, r1_len);
+		p += r1_len;
+		memcpy(p, sdig, sl);
+		p += sl;
+		memcpy(p, r2, r2_len);
+		p += r2_len;
+	}
+	c->wlen = (size_t)(p - c->wbuf);
+}
+
+/* Next operation of a generator: kind and stream. */
+static unsigned
+gen_next(struct gen *g, uint64_t *stream)
+{
+	uint64_t s = g->seq % (uint64_t)cfg->streams;
+
+	*stream = s;
+	switch (cfg->mix) {
+	case EVL_MIX_VERSION:
+	case EVL_MIX_HEALTH:
+		g->seq++;
+		return EVL_GET;
+	case EVL_MIX_READ:
+		g->seq++;
+		return EVL_READ;
+	case EVL_MIX_WRITE:
+		g->seq++;
+		return EVL_WRITE;
+	case EVL_MIX_RW:
+	default:
+		if (g->read_pending) {
+			g->read_pending = 0;
+			g->seq++;
+			return EVL_READ;
+		}
+		if (cfg->read_every > 0 && g->seq % (uint64_t)cfg->read_every == 0)
+			g->read_pending = 1;
+		else
+			g->seq++;
+		return EVL_WRITE;
+	}
+}
+
+/* Queue one request on c: bytes plus its in-flight entry. */
+static void
+issue(struct conn *c, unsigned kind, uint64_t stream, uint64_t t_sched, uint64_t now)
+{
+	struct inflight *f;
+
+	put_request(c, kind, stream, now);
+	f = &c->q[(c->qhead + c->qn) % cfg->pipeline];
+	f->t_sched = t_sched;
+	f->t_sent = now;
+	f->kind = kind;
+	c->qn++;
+	inflight_total++;
+	evl_stats.sent++;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+static void
+count_code(const char *body, size_t len)
+{
+	const char *k, *e, *end = body + len;
+	char name[EVL_CODE_LEN];
+	size_t n, i;
+	int j;
+
+	k = memmem(body, len, "\"code\"", 6);
+	if (k == NULL)
+		return;
+	k += 6;
+	while (k < end && (*k == ' ' || *k == '\t' || *k == '\r' || *k == '\n'))
+		k++;
+	if (k >= end || *k++ != ':')
+		return;
+	while (k < end && (*k == ' ' || *k == '\t' || *k == '\r' || *k == '\n'))
+		k++;
+	if (k >= end || *k++ != '"')
+		return;
+	e = memchr(k, '"', (size_t)(end - k));
+	if (e == NULL)
+		return;
+	n = (size_t)(e - k);
+	if (n == 0)
+		return;
+	if (n > EVL_CODE_LEN - 1)
+		n = EVL_CODE_LEN - 1;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)k[i];
+		name[i] = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-' ? (char)ch : '?';
+	}
+	name[n] = '\0';
+	for (j = 0; j < evl_codes.n; j++) {
+		if (strcmp(evl_codes.name[j], name) == 0) {
+			evl_codes.count[j]++;
+			return;
+		}
+	}
+	if (evl_codes.n < EVL_MAX_CODES) {
+		memcpy(evl_codes.name[evl_codes.n], name, n + 1);
+		evl_codes.count[evl_codes.n++] = 1;
+	} else {
+		evl_codes.other++;
+	}
+}
+
+static void
+check_drained(void)
+{
+	if (stopping && inflight_total == 0)
+		evl_drained();
+}
+
+static void
+schedule_retry(struct conn *c, int delay_ms)
+{
+	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
+
+	evtimer_add(c->retry, &tv);
+}
+
+/*
+ * Close c's socket.  Requests in flight become errors of kind `why`
+ * (why < 0: the close is expected and nothing is in flight).  Unless the
+ * run is stopping, a new connection follows: at once when this one had
+ * served something, else after a back-off.
+ */
+static void
+conn_drop(struct conn *c, int why)
+{
+	int delay;
+
+	while (c->qn > 0) {
+		struct inflight *f = &c->q[c->qhead];
+
+		evl_stats.err[f->kind]++;
+		evl_stats.fail[why < 0 ? EVL_F_CLOSED : why]++;
+		c->qhead = (c->qhead + 1) % cfg->pipeline;
+		c->qn--;
+		inflight_total--;
+	}
+	c->qhead = 0;
+	if (c->rev) {
+		event_free(c->rev);
+		c->rev = NULL;
+	}
+	if (c->wev) {
+		event_free(c->wev);
+		c->wev = NULL;
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->state = CS_DOWN;
+	c->woff = c->wlen = 0;
+	c->rpos = c->rlen = 0;
+	memset(&c->p, 0, sizeof(c->p));
+	/* An unfinished iteration's read is given up with the connection. */
+	c->gen.read_pending = 0;
+
+	if (!stopping && running) {
+		if (c->served > 0 && why != EVL_F_CONNECT) {
+			c->backoff_ms = 0;
+			delay = 0;
+		} else {
+			c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+			if (c->backoff_ms > BACKOFF_MAX_MS)
+				c->backoff_ms = BACKOFF_MAX_MS;
+			delay = c->backoff_ms;
+		}
+		schedule_retry(c, delay);
+	}
+	check_drained();
+}
+
+static void
+connect_failed(struct conn *c)
+{
+	evl_stats.fail[EVL_F_CONNECT]++;
+	conn_drop(c, EVL_F_CONNECT);
+}
+
+/* ------------------------------------------------------------------ output */
+
+static void
+conn_flush(struct conn *c)
+{
+	ssize_t n;
+
+	while (c->woff < c->wlen) {
+		n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+		if (n > 0) {
+			c->woff += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			event_add(c->wev, NULL);
+			return;
+		}
+		conn_drop(c, EVL_F_CLOSED);
+		return;
+	}
+	c->woff = c->wlen = 0;
+}
+
+/* ------------------------------------------------------------------ input */
+
+static int
+parse_uint(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (n == 0 || n > 18)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static int
+has_token(const char *v, size_t n, const char *tok)
+{
+	size_t tl = strlen(tok), i;
+
+	for (i = 0; i + tl <= n; i++)
+		if (strncasecmp(v + i, tok, tl) == 0)
+			return 1;
+	return 0;
+}
+
+/* Status line and headers of the response at b (n bytes, hlen of them head). */
+static int
+parse_head(struct parse *p, const char *b, size_t hlen)
+{
+	const char *line, *eol, *colon, *v, *end = b + hlen - 2;
+	size_t nl, vl;
+	int have_cl = 0, keep = 0;
+	uint64_t cl = 0;
+
+	if (hlen < 16 || memcmp(b, "HTTP/1.", 7) != 0 || b[8] != ' ' ||
+	    b[9] < '1' || b[9] > '5' || b[10] < '0' || b[10] > '9' ||
+	    b[11] < '0' || b[11] > '9' || (b[12] != ' ' && b[12] != '\r'))
+		return -1;
+	p->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+	line = memchr(b, '\n', hlen);
+	if (line == NULL)
+		return -1;
+	line++;
+	while (line < end) {
+		eol = memchr(line, '\n', (size_t)(end - line) + 1);
+		if (eol == NULL)
+			return -1;
+		nl = (size_t)(eol - line);
+		if (nl > 0 && line[nl - 1] == '\r')
+			nl--;
+		colon = memchr(line, ':', nl);
+		if (colon != NULL) {
+			size_t klen = (size_t)(colon - line);
+
+			v = colon + 1;
+			vl = nl - klen - 1;
+			while (vl > 0 && (*v == ' ' || *v == '\t')) {
+				v++;
+				vl--;
+			}
+			while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+				vl--;
+			if (klen == 14 && strncasecmp(line, "content-length", 14) == 0) {
+				uint64_t x;
+
+				if (parse_uint(v, vl, &x) < 0 || (have_cl && x != cl))
+					return -1;
+				cl = x;
+				have_cl = 1;
+			} else if (klen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
+				if (has_token(v, vl, "chunked"))
+					p->chunked = 1;
+			} else if (klen == 10 && strncasecmp(line, "connection", 10) == 0) {
+				if (has_token(v, vl, "close"))
+					p->close = 1;
+				if (has_token(v, vl, "keep-alive"))
+					keep = 1;
+			}
+		}
+		line = eol + 1;
+	}
+	if (b[7] == '0' && !keep)
+		p->close = 1;	/* HTTP/1.0 without keep-alive */
+	p->body_start = hlen;
+	if ((p->status >= 100 && p->status < 200) || p->status == 204 || p->status == 304) {
+		p->end = hlen;
+		p->chunked = 0;
+	} else if (p->chunked) {
+		p->chunk_pos = hlen;
+	} else if (have_cl) {
+		if (cl > RBUF_MAX)
+			return -1;
+		p->end = hlen + (size_t)cl;
+	} else {
+		p->until_eof = 1;
+	}
+	p->have_head = 1;
+	return 0;
+}
+
+/*
+ * Is a complete response at the start of b (n bytes)?  Returns its length,
+ * 0 when more bytes are needed, -1 when it is malformed.
+ */
+static long
+parse_response(struct parse *p, const char *b, size_t n, int eof)
+{
+	const char *e;
+
+	if (!p->have_head) {
+		size_t from = p->scan > 3 ? p->scan - 3 : 0;
+
+		e = n > from ? memmem(b + from, n - from, "\r\n\r\n", 4) : NULL;
+		if (e == NULL) {
+			p->scan = n;
+			return n > HEAD_MAX ? -1 : 0;
+		}
+		if (parse_head(p, b, (size_t)(e - b) + 4) < 0)
+			return -1;
+	}
+	if (p->chunked) {
+		for (;;) {
+			const char *ls = b + p->chunk_pos, *le;
+			uint64_t size = 0;
+			size_t digits = 0;
+
+			if (p->chunk_pos >= n)
+				return 0;
+			le = memmem(ls, n - p->chunk_pos, "\r\n", 2);
+			if (le == NULL)
+				return n - p->chunk_pos > 1024 ? -1 : 0;
+			while (ls + digits < le) {
+				char ch = ls[digits];
+				int d;
+
+				if (ch >= '0' && ch <= '9')
+					d = ch - '0';
+				else if (ch >= 'a' && ch <= 'f')
+					d = ch - 'a' + 10;
+				else if (ch >= 'A' && ch <= 'F')
+					d = ch - 'A' + 10;
+				else
+					break;
+				if (++digits > 15)
+					return -1;
+				size = size * 16 + (uint64_t)d;
+			}
+			if (digits == 0 || size > RBUF_MAX)
+				return -1;
+			if (size == 0) {
+				size_t t = (size_t)(le - b) + 2;
+
+				/* trailers end with an empty line */
+				if (n >= t + 2 && b[t] == '\r' && b[t + 1] == '\n')
+					return (long)(t + 2);
+				e = n > t ? memmem(b + t, n - t, "\r\n\r\n", 4) : NULL;
+				if (e == NULL)
+					return n - t > HEAD_MAX ? -1 : 0;
+				return (long)(e - b) + 4;
+			}
+			p->chunk_pos = (size_t)(le - b) + 2 + (size_t)size + 2;
+		}
+	}
+	if (p->until_eof)
+		return eof ? (long)n : 0;
+	return p->end <= n ? (long)p->end : 0;
+}
+
+/* The first protocol error of a run is shown (escaped, cut short). */
+static void
+protocol_note(const char *what, const char *b, size_t n)
+{
+	static int shown;
+	size_t i;
+
+	if (shown)
+		return;
+	shown = 1;
+	fprintf(stderr, "evload: %s (first bytes: \"", what);
+	for (i = 0; i < n && i < 160; i++) {
+		unsigned char ch = (unsigned char)b[i];
+
+		if (ch == '\r')
+			fputs("\\r", stderr);
+		else if (ch == '\n')
+			fputs("\\n", stderr);
+		else if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+			fprintf(stderr, "\\x%02x", ch);
+		else
+			fputc(ch, stderr);
+	}
+	fprintf(stderr, "\"%s); further protocol errors are only counted\n", n > 160 ? "..." : "");
+}
+
+/* One complete response of `len` bytes at b. Returns -1 if c was dropped. */
+static int
+on_response(struct conn *c, const char *b, size_t len, uint64_t now)
+{
+	struct parse *p = &c->p;
+	struct inflight *f;
+	uint64_t lat;
+
+	if (p->status < 200)
+		return 0;	/* interim response: the real one follows */
+	if (c->qn == 0) {
+		protocol_note("response to no request", b, len);
+		evl_stats.fail[EVL_F_PROTOCOL]++;
+		conn_drop(c, EVL_F_PROTOCOL);
+		return -1;
+	}
+	f = &c->q[c->qhead];
+	c->qhead = (c->qhead + 1) % cfg->pipeline;
+	c->qn--;
+	inflight_total--;
+	c->served++;
+	if (p->status == 200) {
+		lat = now > f->t_sched ? now - f->t_sched : 0;
+		evl_stats.ok[f->kind]++;
+		evl_hist_record(&evl_stats.hist[f->kind], lat);
+		evl_hist_record(&evl_stats.interval, lat);
+	} else {
+		evl_stats.err[f->kind]++;
+		evl_stats.status[p->status < 600 ? p->status : 599]++;
+		count_code(b + p->body_start, len - p->body_start);
+	}
+	if (p->close) {
+		conn_drop(c, EVL_F_CLOSED);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	int eof = 0, err = 0;
+	ssize_t n;
+	size_t room;
+	long len;
+	uint64_t now;
+
+	for (;;) {
+		if (c->rcap - c->rlen < 4096 && c->rpos > 0) {
+			memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+			c->rlen -= c->rpos;
+			c->rpos = 0;
+		}
+		if (c->rcap - c->rlen < 4096) {
+			char *nb;
+
+			if (c->rcap * 2 > RBUF_MAX) {
+				evl_stats.fail[EVL_F_PROTOCOL]++;
+				conn_drop(c, EVL_F_PROTOCOL);
+				return;
+			}
+			nb = realloc(c->rbuf, c->rcap * 2);
+			if (nb == NULL) {
+				fprintf(stderr, "evload: out of memory\n");
+				exit(2);
+			}
+			c->rbuf = nb;
+			c->rcap *= 2;
+		}
+		room = c->rcap - c->rlen;
+		n = read(c->fd, c->rbuf + c->rlen, room);
+		if (n > 0) {
+			c->rlen += (size_t)n;
+			if ((size_t)n < room)
+				break;
+			continue;
+		}
+		if (n == 0) {
+			eof = 1;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			err = 1;
+		break;
+	}
+
+	now = evl_now_ns();
+	while (c->rpos < c->rlen) {
+		len = parse_response(&c->p, c->rbuf + c->rpos, c->rlen - c->rpos, eof);
+		if (len < 0) {
+			protocol_note("could not parse a response", c->rbuf + c->rpos, c->rlen - c->rpos);
+			evl_stats.fail[EVL_F_PROTOCOL]++;
+			conn_drop(c, EVL_F_PROTOCOL);
+			return;
+		}
+		if (len == 0)
+			break;
+		if (on_response(c, c->rbuf + c->rpos, (size_t)len, now) < 0)
+			return;
+		c->rpos += (size_t)len;
+		memset(&c->p, 0, sizeof(c->p));
+	}
+	if (c->rpos == c->rlen)
+		c->rpos = c->rlen = 0;
+	if (eof || err) {
+		/* The peer went away: only unanswered requests are errors. */
+		conn_drop(c, c->qn > 0 ? EVL_F_CLOSED : -1);
+		return;
+	}
+	conn_fill(c, now);
+	check_drained();
+}
+
+static void
+conn_up(struct conn *c, uint64_t now)
+{
+	c->state = CS_UP;
+	c->served = 0;
+	evl_stats.connects++;
+	event_add(c->rev, NULL);
+	conn_fill(c, now);
+}
+
+static void
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (c->state == CS_CONNECTING) {
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+			connect_failed(c);
+			return;
+		}
+		conn_up(c, evl_now_ns());
+		return;
+	}
+	conn_flush(c);
+}
+
+static void
+conn_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (running && !stopping)
+		conn_connect(c);
+}
+
+static void
+conn_connect(struct conn *c)
+{
+	int one = 1;
+
+	c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		static int said;
+
+		if (!said) {
+			said = 1;
+			fprintf(stderr, "evload: could not create socket: %s\n", strerror(errno));
+		}
+		connect_failed(c);
+		return;
+	}
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->wev = event_new(base, c->fd, EV_WRITE, conn_write_cb, c);
+	if (c->rev == NULL || c->wev == NULL) {
+		fprintf(stderr, "evload: could not create events\n");
+		exit(2);
+	}
+	c->t_connect = evl_now_ns();
+	if (connect(c->fd, (struct sockaddr *)&addr, addrlen) == 0) {
+		conn_up(c, c->t_connect);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		connect_failed(c);
+		return;
+	}
+	c->state = CS_CONNECTING;
+	event_add(c->wev, NULL);
+}
+
+/* ------------------------------------------------------------------ scheduling */
+
+static void
+readyq_push(struct conn *c)
+{
+	if (c->queued)
+		return;
+	readyq[(rq_head + rq_n) % nconns] = c;
+	rq_n++;
+	c->queued = 1;
+}
+
+static uint64_t
+open_due(uint64_t now)
+{
+	uint64_t due;
+
+	if (stopping)
+		return due_cap;
+	if (now < t0)
+		return 0;
+	due = (uint64_t)((double)(now - t0) / period_ns) + 1;
+	return due;
+}
+
+/* Queue as many requests on c as it may take now, then send them. */
+static void
+conn_fill(struct conn *c, uint64_t now)
+{
+	uint64_t stream;
+	unsigned kind;
+
+	if (c->state != CS_UP)
+		return;
+	if (open_loop) {
+		uint64_t due = open_due(now);
+
+		while (c->qn < cfg->pipeline && next_k < due) {
+			uint64_t t_sched = t0 + (uint64_t)((double)next_k * period_ns);
+
+			kind = gen_next(&open_gen, &stream);
+			issue(c, kind, stream, t_sched, now);
+			next_k++;
+		}
+		if (c->qn < cfg->pipeline && !stopping)
+			readyq_push(c);
+		if (next_k >= due)
+			arm_tick(now);
+	} else {
+		while (c->qn < cfg->pipeline) {
+			/* After the end only the read of an unfinished iteration goes out. */
+			if (stopping && !(c->gen.read_pending && c->qn == 0))
+				break;
+			kind = gen_next(&c->gen, &stream);
+			issue(c, kind, stream, now, now);
+		}
+	}
+	if (stopping && c->qn == 0) {
+		conn_drop(c, -1);	/* done: let the server forget us now */
+		return;
+	}
+	if (c->wlen > c->woff)
+		conn_flush(c);
+}
+
+/* Open loop, nothing overdue: wake up when the next request is due. */
+static void
+arm_tick(uint64_t now)
+{
+	uint64_t next_t, wait;
+	struct timeval tv;
+
+	if (tick_armed || stopping)
+		return;
+	next_t = t0 + (uint64_t)((double)next_k * period_ns);
+	wait = next_t > now ? next_t - now : 0;
+	if (wait < TICK_MIN_NS)
+		wait = TICK_MIN_NS;
+	tv.tv_sec = (time_t)(wait / 1000000000u);
+	tv.tv_usec = (suseconds_t)((wait % 1000000000u) / 1000);
+	evtimer_add(tick_ev, &tv);
+	tick_armed = 1;
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	tick_armed = 0;
+	open_dispatch(evl_now_ns());
+}
+
+/* Open loop: hand due requests to connections with room, arm the next tick. */
+static void
+open_dispatch(uint64_t now)
+{
+	uint64_t due;
+
+	if (stopping)
+		return;
+	due = open_due(now);
+	while (next_k < due && rq_n > 0) {
+		struct conn *c = readyq[rq_head];
+
+		rq_head = (rq_head + 1) % nconns;
+		rq_n--;
+		c->queued = 0;
+		conn_fill(c, now);	/* pushes c back if it still has room */
+	}
+	if (next_k < due)
+		return;	/* backlog: connections take more as they free up */
+	arm_tick(now);
+}
+
+/* Every SWEEP_MS: timeouts of connects and requests; open-loop backlog. */
+static void
+sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t now = evl_now_ns();
+	int i;
+
+	for (i = 0; i < nconns; i++) {
+		struct conn *c = &conns[i];
+
+		if (c->state == CS_CONNECTING && now - c->t_connect > cfg->timeout_ns)
+			connect_failed(c);
+		else if (c->state == CS_UP && c->qn > 0 &&
+		    now - c->q[c->qhead].t_sent > cfg->timeout_ns)
+			conn_drop(c, EVL_F_TIMEOUT);
+	}
+	if (open_loop && !tick_armed)
+		open_dispatch(now);
+}
+
+/* ------------------------------------------------------------------ run */
+
+int
+evl_run_init(struct event_base *b, const struct evl_config *config, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	struct timespec rt;
+	struct timeval tv;
+	int rc, i;
+
+	cfg = config;
+	base = b;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	rc = getaddrinfo(cfg->host, cfg->port, &hints, &res);
+	if (rc != 0 || res == NULL) {
+		snprintf(err, errlen, "could not resolve \"%s\": %s", cfg->host,
+		    rc ? gai_strerror(rc) : "no address");
+		return -1;
+	}
+	memcpy(&addr, res->ai_addr, res->ai_addrlen);
+	addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+
+	build_pieces();
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	realtime_base = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec - evl_now_ns();
+
+	nconns = cfg->workers;
+	conns = calloc((size_t)nconns, sizeof(*conns));
+	readyq = calloc((size_t)nconns, sizeof(*readyq));
+	if (conns == NULL || readyq == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < nconns; i++) {
+		struct conn *c = &conns[i];
+
+		c->magic = CONN_MAGIC;
+		c->id = i;
+		c->fd = -1;
+		c->wcap = max_req_len * (size_t)cfg->pipeline + max_req_len;
+		c->wbuf = malloc(c->wcap);
+		c->rcap = RBUF_INIT;
+		c->rbuf = malloc(c->rcap);
+		c->q = calloc((size_t)cfg->pipeline, sizeof(*c->q));
+		c->retry = evtimer_new(base, conn_retry_cb, c);
+		if (c->wbuf == NULL || c->rbuf == NULL || c->q == NULL || c->retry == NULL) {
+			snprintf(err, errlen, "out of memory for %d connections", nconns);
+			return -1;
+		}
+		/* load-test.go: streamID starts at workerID * 1000000 */
+		c->gen.seq = (uint64_t)i * 1000000u;
+		if (cfg->spread)
+			c->gen.seq += (uint64_t)((double)i * (double)cfg->streams / (double)nconns);
+	}
+
+	open_loop = cfg->rate > 0;
+	if (open_loop) {
+		period_ns = 1e9 / cfg->rate;
+		tick_ev = evtimer_new(base, tick_cb, NULL);
+	}
+	sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
+	if (sweep_ev == NULL || (open_loop && tick_ev == NULL)) {
+		snprintf(err, errlen, "could not create timers");
+		return -1;
+	}
+	tv.tv_sec = 0;
+	tv.tv_usec = SWEEP_MS * 1000;
+	event_add(sweep_ev, &tv);
+	return 0;
+}
+
+void
+evl_run_start(uint64_t start)
+{
+	int i;
+
+	t0 = start;
+	running = 1;
+	for (i = 0; i < nconns; i++)
+		conn_connect(&conns[i]);
+	if (open_loop)
+		open_dispatch(evl_now_ns());
+}
+
+/* The duration is over: send nothing new, let what is in flight finish. */
+void
+evl_run_stop(uint64_t now)
+{
+	int i;
+
+	if (stopping)
+		return;
+	if (open_loop) {
+		due_cap = open_due(now);
+		if (due_cap < next_k)
+			due_cap = next_k;
+		evl_stats.scheduled = due_cap;
+		evl_stats.unsent = due_cap - next_k;
+		due_cap = next_k;	/* the backlog is dropped */
+		if (tick_armed) {
+			evtimer_del(tick_ev);
+			tick_armed = 0;
+		}
+	}
+	stopping = 1;
+	for (i = 0; i < nconns; i++) {
+		struct conn *c = &conns[i];
+
+		evtimer_del(c->retry);
+		if (c->state == CS_CONNECTING || (c->state == CS_UP && c->qn == 0))
+			conn_drop(c, -1);
+	}
+	check_drained();
+}
+
+int
+evl_run_inflight(void)
+{
+	return inflight_total;
+}
+
+void
+evl_run_free(void)
+{
+	int i;
+
+	running = 0;
+	for (i = 0; i < nconns; i++) {
+		struct conn *c = &conns[i];
+
+		if (c->rev)
+			event_free(c->rev);
+		if (c->wev)
+			event_free(c->wev);
+		if (c->fd >= 0)
+			close(c->fd);
+		if (c->retry)
+			event_free(c->retry);
+		free(c->wbuf);
+		free(c->rbuf);
+		free(c->q);
+	}
+	free(conns);
+	free(readyq);
+	if (sweep_ev)
+		event_free(sweep_ev);
+	if (tick_ev)
+		event_free(tick_ev);
+	free(post_head);
+	free(w1);
+	free(w3);
+	free(r1);
+	free(r2);
+	free(get_req);
+}
