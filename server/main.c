@@ -1,10 +1,14 @@
 /*
  * main.c - eventodbd: command line, start-up, and hand-over to the master.
  *
- * Start-up order: parse options; start the private PostgreSQL cluster in
- * test mode without a database URL; bind the port (so a port in use fails
- * fast); migrate the database and ensure the default namespace; listen;
- * fork the workers.  /health can only answer once everything is ready.
+ * Start-up order: load and validate the configuration (flags,
+ * environment, --config file; --check-config and --print-config stop
+ * here); decide who to run as; bind the port (as root if started so, and
+ * so a port in use fails fast); drop to the service user; start the
+ * private PostgreSQL cluster in test mode without a database URL; migrate
+ * the database and ensure the default namespace; listen; hand over to the
+ * master (master.c), which forks the workers and tells systemd READY=1
+ * once they accept.  /health can only answer once everything is ready.
  */
 #include "config.h"
 
@@ -18,11 +22,16 @@
 #include <unistd.h>
 
 #include "bootstrap.h"
+#include "cli.h"
 #include "heritage.h"
 #include "log.h"
 #include "master.h"
+#include "notify.h"
+#include "privdrop.h"
 #include "server/cfg.h"
+#include "shm.h"
 #include "signals.h"
+#include "sse.h"
 #include "testpg.h"
 
 static struct testpg testpg;
@@ -78,13 +87,14 @@ cleanup(void)
 int
 main(int argc, char **argv)
 {
-	struct config cfg;
+	struct config *cfgp;
 	struct heritage h;
 	struct boot_opts bo;
+	struct srv_runas ra;
 	sigset_t origmask;
 	char err[1024];
 	const char *conninfo;
-	int fd, nworkers, rc, level;
+	int fd, nworkers, rc, level, checking = 0;
 
 	/* Subcommands and the original's invocation forms (api.md 11.1). */
 	if (argc >= 2) {
@@ -99,6 +109,11 @@ main(int argc, char **argv)
 			print_help();
 			return 0;
 		}
+		/* HTTP clients of a running server (api.md 11.3-11.4). */
+		if (!strcmp(a, "export"))
+			return cli_export(argc - 1, argv + 1);
+		if (!strcmp(a, "import"))
+			return cli_import(argc - 1, argv + 1);
 		if (!strcmp(a, "serve")) {
 			argv[1] = argv[0];
 			argv++;
@@ -113,46 +128,95 @@ main(int argc, char **argv)
 			printf("%s\n", PACKAGE_VERSION);
 			return 0;
 		}
-	if (cfg_load(&cfg, argc, argv) < 0)
+	/* --check-config: any problem, even on the command line, is exit 1. */
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--check-config") || !strcmp(argv[i], "-check-config") ||
+		    !strncmp(argv[i], "--check-config=", 15) || !strncmp(argv[i], "-check-config=", 14))
+			checking = 1;
+	cfgp = calloc(1, sizeof(*cfgp));
+	if (!cfgp) {
+		fprintf(stderr, "eventodbd: out of memory\n");
+		return 1;
+	}
+	rc = cfg_load(cfgp, argc, argv, err, sizeof(err));
+	if (rc == CFG_ECHECK && cfgp->print_config) {
+		/* Print what was asked for (e.g. the sample file), then fail. */
+		cfg_print(cfgp, stdout);
+		fflush(stdout);
+	}
+	if (rc != CFG_OK) {
+		fprintf(stderr, "eventodbd: %s\n", err);
+		if (checking || (rc == CFG_ECHECK && cfgp->print_config))
+			return 1;	/* documented: --check-config exits 0 or 1 */
+		if (rc == CFG_EUSAGE)
+			cfg_usage(stderr);
 		return 2;
+	}
+	if (cfgp->warnings[0])
+		fprintf(stderr, "eventodbd: warning: %s\n", cfgp->warnings);
+	if (cfgp->check_config) {
+		printf("eventodbd: configuration is valid\n");
+		return 0;
+	}
+	if (cfgp->print_config) {
+		cfg_print(cfgp, stdout);
+		return 0;
+	}
 
-	level = log_level_parse(cfg.log_level);
-	log_setup(level < 0 ? LOG_INFO : level, strcmp(cfg.log_format, "json") == 0);
+	level = log_level_parse(cfgp->log_level);
+	log_setup(level < 0 ? LOG_INFO : level, strcmp(cfgp->log_format, "json") == 0);
 	log_set_proc("master");
-	if (level < 0)
-		log_warn("unknown log level \"%s\"; using info", cfg.log_level);
+	srv_notify_init();
 
 	sig_install(&origmask);
 
-	fd = bind_socket(cfg.host, cfg.port, err, sizeof(err));
+	if (srv_privdrop_plan(cfgp, &ra, err, sizeof(err)) < 0) {
+		log_msg(LOG_FATAL, "%s", err);
+		return 1;
+	}
+	fd = bind_socket(cfgp->host, cfgp->port, err, sizeof(err));
 	if (fd < 0) {
 		log_msg(LOG_FATAL, "%s", err);
 		return 1;
 	}
-
-	conninfo = cfg.db_url;
-	if (!conninfo[0]) {
-		if (!cfg.test_mode) {
-			log_msg(LOG_FATAL, "--db-url is required (use --test-mode for a private "
-			    "throwaway PostgreSQL)");
+	if (srv_privdrop_apply(&ra, err, sizeof(err)) < 0) {
+		log_msg(LOG_FATAL, "%s", err);
+		return 1;
+	}
+	if (ra.drop)
+		log_info("running as user %s uid=%ld gid=%ld", ra.user, (long)ra.uid, (long)ra.gid);
+	if (ra.note[0])
+		log_warn("%s", ra.note);
+	/*
+	 * From here on everything runs as the service user: the test-mode
+	 * cluster, the shared-memory segment and any file belong to it.
+	 */
+	{
+		struct shm_create_opts so = { cfgp->shm_name, cfgp->port,
+		    cfgp->workers > 0 ? cfgp->workers : (int)sysconf(_SC_NPROCESSORS_ONLN),
+		    cfgp->publish_counters, PACKAGE_VERSION };
+		/* Removed at exit, by this process only (shm/segment.c). */
+		if (shm_master_create(&so, err, sizeof(err)) < 0) {
+			log_msg(LOG_FATAL, "%s", err);
 			return 1;
 		}
-		if (testpg_start(&testpg, cfg.user[0] ? cfg.user : NULL, err, sizeof(err)) < 0) {
+		log_info("shared memory segment %s: %u slots, counters %s", shm_segment_name(),
+		    shm_hdr()->nslots, cfgp->publish_counters ? "published" : "not published");
+	}
+
+	conninfo = cfgp->db_url;
+	if (!conninfo[0]) {
+		if (testpg_start(&testpg, NULL, err, sizeof(err)) < 0) {
 			log_msg(LOG_FATAL, "could not start the test-mode PostgreSQL: %s", err);
 			return 1;
 		}
 		atexit(cleanup);
 		log_info("test mode: private PostgreSQL cluster in %s", testpg.dir);
 		conninfo = testpg.conninfo;
-	} else if (strncmp(conninfo, "postgres://", 11) && strncmp(conninfo, "postgresql://", 13) &&
-	    !strchr(conninfo, '=')) {
-		log_msg(LOG_FATAL, "unsupported database URL (use postgres://, postgresql:// or "
-		    "a libpq connection string)");
-		return 1;
 	}
 
-	bo.token = cfg.token;
-	bo.test_mode = cfg.test_mode;
+	bo.token = cfgp->token;
+	bo.test_mode = cfgp->test_mode;
 	if (srv_bootstrap(conninfo, &bo, err, sizeof(err)) < 0) {
 		log_msg(LOG_FATAL, "start-up failed: %s", err);
 		return 1;
@@ -162,20 +226,25 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	nworkers = cfg.workers > 0 ? cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	nworkers = cfgp->workers > 0 ? cfgp->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (nworkers < 1)
 		nworkers = 1;
 	log_info("eventodbd %s listening on %s:%d workers=%d test_mode=%s", PACKAGE_VERSION,
-	    cfg.host, cfg.port, nworkers, cfg.test_mode ? "on" : "off");
+	    cfgp->host, cfgp->port, nworkers, cfgp->test_mode ? "on" : "off");
+	sse_shm_init();	/* shared by the workers: mesh members, subscription counts */
 
 	memset(&h, 0, sizeof(h));
 	h.listen_fd = fd;
-	h.cfg = &cfg;
-	h.conninfo = conninfo;
+	h.conninfo = strdup(conninfo);	/* outlives a reload of cfg */
 	h.version = PACKAGE_VERSION;
 	h.master_pid = getpid();
-	rc = srv_master_run(&h, nworkers, &origmask);
-	close(fd);
+	if (!h.conninfo) {
+		log_msg(LOG_FATAL, "out of memory");
+		return 1;
+	}
+	rc = srv_master_run(&h, cfgp, argc, argv, &origmask);	/* owns cfgp now */
+	if (h.listen_fd >= 0)
+		close(h.listen_fd);
 	log_info("eventodbd stopped");
 	return rc;
 }

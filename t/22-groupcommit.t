@@ -106,6 +106,49 @@ sub stream_msgs {
 cmp_ok(batches_seen(), '>', 0, 'writes were committed in shared transactions (batches of 2 or more)')
     or diag('no batch formed: the tests above ran one write per transaction');
 
+# The write lane's counters (shm segment, /metrics) agree with the log.
+{
+    my $m = $d->http('GET', '/metrics')->{content} // '';
+    my %v = map { /^(eventodb_write_\w+)(?:\{[^}]*\})? (\S+)$/ ? ($1 => $2) : () } split /\n/, $m;
+    my $tx = $v{eventodb_write_batches_total} // 0;
+    my $w = $v{eventodb_write_batched_total} // 0;
+    cmp_ok($tx, '>', 0, "write transactions counted ($tx)");
+    cmp_ok($w, '>', $tx, "more writes than transactions: average batch " . ($tx ? sprintf('%.2f', $w / $tx) : 'n/a'));
+    my $sum = 0;
+    $sum += $v{$_} // 0 for grep { /^eventodb_write_batches_\d/ } keys %v;
+    is($sum, $tx, 'the batch-size classes add up to the transactions');
+    my @log = ($d->log_text =~ /write batch writes=(\d+)/g);
+    is($v{eventodb_write_batches_1_total} // 0, $tx - scalar(@log), 'lone writes = transactions not logged as batches');
+    like($m, qr/^eventodb_write_batch_wait_seconds_count \d+/m, 'batch wait histogram exported');
+}
+
+# ---- regression: pipelined writes on one connection while batches form
+# (an answer used to start the next pipelined request from inside the
+# batch's completion, which reused the batch being answered: double
+# answers, lost writes, double free)
+{
+    my @r = $t->parallel(6, sub {
+        my $p = shift;
+        my $req = '';
+        for my $k (0 .. 15) {
+            my $body = EventoTest::json_encode(['stream.write', "pipe-$p",
+                { type => 'T', data => { k => $k } }]);
+            $req .= "POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $T\r\n"
+                . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+        }
+        my $buf = $d->raw($req, count => 16);
+        my ($resp) = EventoTest::parse_responses($buf, 0);
+        return { n => scalar @$resp, ok => scalar(grep { $_->{status} == 200 } @$resp),
+            pos => join(',', map { (EventoTest::json_decode($_->{body}))[1]{position} // 'x' } @$resp) };
+    });
+    my $bad = grep { obj($_)->{n} != 16 || obj($_)->{ok} != 16 || obj($_)->{pos} ne join(',', 0 .. 15) } @r;
+    is($bad, 0, 'pipelined writes: 16 answers per connection, in order, positions 0..15')
+        or diag(explain(\@r));
+    my $stored = 0;
+    $stored += scalar @{ stream_msgs($T, "pipe-$_") } for 0 .. 5;
+    is($stored, 96, 'pipelined writes: exactly 96 messages stored');
+}
+
 # ---- kill -9 of the worker with batches in flight
 {
     my $pid0 = $d->worker_pids->{0};

@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 
 #include "db.h"
 #include "log.h"
+#include "shm.h"
 
 enum dc_state { DC_DOWN, DC_CONNECTING, DC_READY, DC_BUSY };
 
@@ -39,6 +41,7 @@ struct db_conn {
 	int16_t		 cmd_stmt[MAX_CMDS];	/* stmt index, or -1 - stmt for a Parse */
 	uint64_t	 prep[PREP_SLOTS];
 	int		 nprep;
+	uint64_t	 t_sent;	/* when cur was sent (monotonic ns) */
 };
 
 static struct event_base *db_base;
@@ -46,10 +49,38 @@ static char *db_conninfo;
 static struct db_conn *pool;
 static int npool;
 static struct db_conn listen_conn;
-static char *listen_channel;
-static void (*listen_cb)(const char *payload);
+
+/* Channels the LISTEN connection listens on. */
+#define MAX_CHANNELS	4
+static struct {
+	char	*name;
+	void	(*cb)(const char *payload);
+} chans[MAX_CHANNELS];
+static int nchans;
+
+/*
+ * Simple queries on the LISTEN connection (its LISTEN commands, and
+ * db_listen_send), one at a time; lq[0] is in flight while it is BUSY.
+ */
+#define LQ_MAX		8
+static struct {
+	char	*sql;
+	void	(*done)(void *arg, int ok);
+	void	*arg;
+} lq[LQ_MAX];
+static int nlq, lq_ok;
+
+static void lq_send_next(struct db_conn *dc);
 static TAILQ_HEAD(, db_query) waitq = TAILQ_HEAD_INITIALIZER(waitq);
 static struct event *fail_ev;	/* fails queued queries outside db_submit */
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void conn_start(struct db_conn *dc);
 static void conn_event(evutil_socket_t fd, short what, void *arg);
@@ -93,6 +124,25 @@ prep_forget_all(struct db_conn *dc)
 	dc->nprep = 0;
 }
 
+/*
+ * A Parse failed or never ran: that one statement is not prepared.  The
+ * others still are, server-side, so forgetting them all would make the
+ * next Parse of one of them fail with "already exists".
+ */
+static void
+prep_forget(struct db_conn *dc, uint64_t h)
+{
+	uint64_t keep[PREP_SLOTS];
+	int n = 0;
+
+	for (int i = 0; i < PREP_SLOTS; i++)
+		if (dc->prep[i] && dc->prep[i] != h)
+			keep[n++] = dc->prep[i];
+	prep_forget_all(dc);
+	for (int i = 0; i < n; i++)
+		prep_find(dc, keep[i], 1);
+}
+
 static void
 watch(struct db_conn *dc, short what)
 {
@@ -112,6 +162,10 @@ finish_query(struct db_conn *dc, const char *errmsg)
 		return;
 	if (errmsg && !q->err)
 		q->errmsg = errmsg;
+	SHM_GAUGE_ADD(db_pool_busy, -1);
+	SHM_OBSERVE(db_query_duration, 0, mono_ns() - dc->t_sent);
+	if (q->err || q->errmsg)
+		SHM_INC(db_errors);
 	q->cb(q);
 }
 
@@ -123,6 +177,8 @@ fail_waiting(const char *msg)
 
 	while ((q = TAILQ_FIRST(&waitq)) != NULL) {
 		TAILQ_REMOVE(&waitq, q, entry);
+		SHM_GAUGE_ADD(db_queue, -1);
+		SHM_INC(db_rejected);
 		q->errmsg = msg;
 		q->cb(q);
 	}
@@ -149,44 +205,101 @@ conn_down(struct db_conn *dc, const char *why)
 	}
 	dc->state = DC_DOWN;
 	prep_forget_all(dc);
+	SHM_INC(db_disconnects);
+	if (was_up && !dc->listen)
+		SHM_GAUGE_ADD(db_pool_open, -1);
 	if (was_up || dc->backoff_ms == 0 || dc->backoff_ms >= 1000)
 		log_warn("database connection %d %s: %s", dc->idx,
 		    was_up ? "lost" : "failed", why);
 	finish_query(dc, "connection to PostgreSQL lost");
+	/* Capped at 500 ms so that service resumes within about half a
+	 * second of PostgreSQL coming back (t/93-pgrestart.t: within 2 s). */
 	dc->backoff_ms = dc->backoff_ms ? dc->backoff_ms * 2 : 50;
-	if (dc->backoff_ms > 2000)
-		dc->backoff_ms = 2000;
+	if (dc->backoff_ms > 500)
+		dc->backoff_ms = 500;
 	if (!dc->retry)
 		dc->retry = evtimer_new(db_base, retry_cb, dc);
 	struct timeval tv = { dc->backoff_ms / 1000, (dc->backoff_ms % 1000) * 1000 };
 	evtimer_add(dc->retry, &tv);
 	if (!dc->listen && !db_available())
 		fail_waiting("PostgreSQL is unavailable");
-	if (dc->listen && listen_cb)
-		listen_cb(NULL);
+	if (dc->listen) {
+		/* Queued queries fail; listeners may have missed notifications. */
+		while (nlq > 0) {
+			void (*done)(void *, int) = lq[0].done;
+			void *arg = lq[0].arg;
+			free(lq[0].sql);
+			memmove(&lq[0], &lq[1], sizeof(lq[0]) * (size_t)--nlq);
+			if (done)
+				done(arg, 0);
+		}
+		for (int i = 0; i < nchans; i++)
+			chans[i].cb(NULL);
+	}
+}
+
+static int
+lq_push(const char *sql, void (*done)(void *, int), void *arg)
+{
+	if (nlq == LQ_MAX || !(lq[nlq].sql = strdup(sql)))
+		return -1;
+	lq[nlq].done = done;
+	lq[nlq].arg = arg;
+	nlq++;
+	return 0;
+}
+
+static void
+lq_send_next(struct db_conn *dc)
+{
+	int f;
+
+	if (dc->state != DC_READY || nlq == 0)
+		return;
+	lq_ok = 1;
+	if (!PQsendQuery(dc->pg, lq[0].sql)) {
+		conn_down(dc, PQerrorMessage(dc->pg));
+		return;
+	}
+	dc->state = DC_BUSY;
+	f = PQflush(dc->pg);
+	if (f < 0) {
+		conn_down(dc, PQerrorMessage(dc->pg));
+		return;
+	}
+	watch(dc, f ? EV_READ | EV_WRITE | EV_PERSIST : EV_READ | EV_PERSIST);
+}
+
+/* LISTEN on channel i over the LISTEN connection. */
+static int
+lq_push_listen(struct db_conn *dc, int i)
+{
+	char *id = PQescapeIdentifier(dc->pg, chans[i].name, strlen(chans[i].name));
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "eventodb");
+	PQfreemem(id);
+	return lq_push(sql, NULL, NULL);
 }
 
 static void
 conn_ready(struct db_conn *dc)
 {
 	PQsetnonblocking(dc->pg, 1);
+	if (dc->backoff_ms > 0)
+		SHM_INC(db_reconnects);
 	if (dc->backoff_ms >= 100)
 		log_info("database connection %d re-established", dc->idx);
 	dc->backoff_ms = 0;
 	if (dc->listen) {
-		char *id = PQescapeIdentifier(dc->pg, listen_channel, strlen(listen_channel));
-		char sql[256];
-		snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "eventodb");
-		PQfreemem(id);
-		dc->state = DC_BUSY;
-		if (!PQsendQuery(dc->pg, sql)) {
-			conn_down(dc, PQerrorMessage(dc->pg));
+		dc->state = DC_READY;
+		for (int i = 0; i < nchans; i++)
+			lq_push_listen(dc, i);
+		lq_send_next(dc);
+		if (dc->state == DC_DOWN)
 			return;
-		}
-		PQflush(dc->pg);
-		watch(dc, EV_READ | EV_PERSIST);
-		if (listen_cb)
-			listen_cb(NULL);
+		for (int i = 0; i < nchans; i++)
+			chans[i].cb(NULL);
 		return;
 	}
 	if (!PQenterPipelineMode(dc->pg)) {
@@ -194,6 +307,7 @@ conn_ready(struct db_conn *dc)
 		return;
 	}
 	dc->state = DC_READY;
+	SHM_GAUGE_ADD(db_pool_open, 1);
 	watch(dc, EV_READ | EV_PERSIST);
 	pump();
 }
@@ -250,6 +364,14 @@ send_query(struct db_conn *dc, struct db_query *q)
 		if (s->prepare) {
 			uint64_t h = fnv1a(s->sql);
 			snprintf(name, sizeof(name), "e%016llx", (unsigned long long)h);
+			if (!prep_find(dc, h, 0) && dc->nprep >= PREP_SLOTS / 2) {
+				/* The set is full: run this one unprepared. */
+				if (!PQsendQueryParams(dc->pg, s->sql, s->nparams, NULL, s->values,
+				    NULL, NULL, 0))
+					return -1;
+				dc->cmd_stmt[dc->ncmds++] = (int16_t)i;
+				continue;
+			}
 			if (!prep_find(dc, h, 0)) {
 				if (!PQsendPrepare(dc->pg, name, s->sql, s->nparams, NULL))
 					return -1;
@@ -296,7 +418,14 @@ pump(void)
 			dc->cur = NULL;
 			TAILQ_INSERT_HEAD(&waitq, q, entry);
 			conn_down(dc, PQerrorMessage(dc->pg));
+			continue;
 		}
+		dc->t_sent = mono_ns();
+		SHM_GAUGE_ADD(db_queue, -1);
+		SHM_GAUGE_ADD(db_pool_busy, 1);
+		SHM_INC(db_queries);
+		SHM_ADD(db_statements, 0, q->nstmts);
+		SHM_OBSERVE(db_queue_wait, 0, dc->t_sent - q->t_submit);
 	}
 }
 
@@ -339,12 +468,12 @@ read_results(struct db_conn *dc)
 		if (st == PGRES_PIPELINE_ABORTED) {
 			PQclear(r);
 			if (ci < 0)	/* a Parse that never ran: not prepared */
-				prep_forget_all(dc);
+				prep_forget(dc, fnv1a(q->stmts[-1 - ci].sql));
 			continue;
 		}
 		if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
 			if (ci < 0)
-				prep_forget_all(dc);
+				prep_forget(dc, fnv1a(q->stmts[-1 - ci].sql));
 			if (!q->err)
 				q->err = r;
 			else if (ci < 0) {
@@ -373,15 +502,37 @@ listen_read(struct db_conn *dc)
 {
 	PGnotify *n;
 
-	while (!PQisBusy(dc->pg)) {
+	while (dc->state == DC_BUSY && !PQisBusy(dc->pg)) {
 		PGresult *r = PQgetResult(dc->pg);
-		if (!r)
-			break;
-		PQclear(r);
+		if (r) {
+			if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+				lq_ok = 0;
+				log_warn("database connection %d: %s", dc->idx,
+				    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+			}
+			PQclear(r);
+			continue;
+		}
+		/* The query at the head of the queue is complete. */
+		if (nlq > 0) {
+			void (*done)(void *, int) = lq[0].done;
+			void *arg = lq[0].arg;
+			free(lq[0].sql);
+			memmove(&lq[0], &lq[1], sizeof(lq[0]) * (size_t)--nlq);
+			dc->state = DC_READY;
+			if (done)
+				done(arg, lq_ok);
+		} else
+			dc->state = DC_READY;
+		lq_send_next(dc);
 	}
+	if (dc->state == DC_DOWN)
+		return;
 	while ((n = PQnotifies(dc->pg)) != NULL) {
-		if (listen_cb)
-			listen_cb(n->extra ? n->extra : "");
+		SHM_INC(db_notifications);
+		for (int i = 0; i < nchans; i++)
+			if (strcmp(n->relname, chans[i].name) == 0)
+				chans[i].cb(n->extra ? n->extra : "");
 		PQfreemem(n);
 	}
 }
@@ -437,6 +588,7 @@ db_init(struct event_base *base, const char *conninfo, int n)
 	if (!pool || !db_conninfo)
 		return -1;
 	npool = n;
+	SHM_SET(db_pool_size, n);
 	for (int i = 0; i < n; i++) {
 		pool[i].idx = i;
 		conn_start(&pool[i]);
@@ -447,11 +599,34 @@ db_init(struct event_base *base, const char *conninfo, int n)
 void
 db_listen(const char *channel, void (*cb)(const char *payload))
 {
-	listen_channel = strdup(channel);
-	listen_cb = cb;
-	listen_conn.idx = npool;
-	listen_conn.listen = 1;
-	conn_start(&listen_conn);
+	if (nchans == MAX_CHANNELS || !(chans[nchans].name = strdup(channel))) {
+		log_error("could not listen on channel \"%s\"", channel);
+		return;
+	}
+	chans[nchans++].cb = cb;
+	if (!listen_conn.listen) {
+		listen_conn.idx = npool;
+		listen_conn.listen = 1;
+		conn_start(&listen_conn);
+		return;
+	}
+	if (listen_conn.state == DC_READY || listen_conn.state == DC_BUSY) {
+		lq_push_listen(&listen_conn, nchans - 1);
+		lq_send_next(&listen_conn);
+	}
+}
+
+int
+db_listen_send(const char *sql, void (*done)(void *arg, int ok), void *arg)
+{
+	struct db_conn *dc = &listen_conn;
+
+	if (!dc->listen || (dc->state != DC_READY && dc->state != DC_BUSY))
+		return -1;
+	if (lq_push(sql, done, arg) < 0)
+		return -1;
+	lq_send_next(dc);
+	return 0;
 }
 
 static void
@@ -481,6 +656,8 @@ db_submit(struct db_query *q)
 {
 	q->err = NULL;
 	q->errmsg = NULL;
+	q->t_submit = mono_ns();
+	SHM_GAUGE_ADD(db_queue, 1);
 	if (!db_available()) {
 		/* Fail on the next loop turn, never inside db_submit. */
 		struct timeval now = { 0, 0 };

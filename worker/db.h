@@ -77,4 +77,12 @@ int db_available(void);
  */
 void db_listen(const char *channel, void (*cb)(const char *payload));
 
+/*
+ * Run a simple query (e.g. NOTIFY) on the LISTEN connection, after the
+ * queries already queued there; done(arg, ok) when it completes or the
+ * connection is lost (possibly before db_listen_send returns).  Returns
+ * -1 if the connection is not up or the small queue is full.
+ */
+int db_listen_send(const char *sql, void (*done)(void *arg, int ok), void *arg);
+
 #endif

@@ -8,6 +8,7 @@
 #ifndef EVENTODB_HERITAGE_H
 #define EVENTODB_HERITAGE_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct config;
@@ -15,12 +16,36 @@ struct config;
 struct heritage {
 	int		 listen_fd;	/* bound, listening, non-blocking */
 	int		 death_fd;	/* read end of the master's pipe: EOF = master gone */
-	int		 slot;		/* worker number, 0..n-1 */
+	int		 status_fd;	/* write end (non-blocking) of the pipe to the master */
+	/*
+	 * Worker number, 0..n-1.  During a reload the retiring worker of the
+	 * older generation and its replacement briefly share it: per-process
+	 * state (e.g. in shared memory) is keyed by (slot, gen), or must wait
+	 * for the master to reset it when it reaps the old one.
+	 */
+	int		 slot;
 	unsigned	 gen;		/* generation the worker was forked in */
+	int		 shm_slot;	/* its slot in the shared-memory segment (shm/), -1: none */
 	pid_t		 master_pid;
 	const struct config *cfg;
 	const char	*conninfo;	/* PostgreSQL connection string */
 	const char	*version;
+};
+
+/*
+ * Worker -> master messages on status_fd: fixed size, so each write is
+ * atomic (< PIPE_BUF) and the master reads whole messages.  READY once
+ * the worker accepts connections; BEAT every second from its event loop
+ * (a worker silent for heartbeat-timeout seconds is killed as hung).
+ */
+#define WRK_MSG_READY	1
+#define WRK_MSG_BEAT	2
+
+struct wrk_msg {
+	int32_t		 type;
+	int32_t		 slot;
+	uint32_t	 gen;
+	int32_t		 pid;
 };
 
 #endif

@@ -30,6 +30,9 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -38,9 +41,13 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "shm.h"
 
 #define CONN_MAGIC	0x48545450u	/* "HTTP" */
 #define HANDLING_HIWAT	(64 * 1024)
+#define SBODY_INPUT_HIWAT (256 * 1024)	/* socket input while a body is streamed */
+#define STREAM_INPUT_HIWAT 4096		/* streamed response: input is discarded */
+#define DISCARD_MAX	(64L * 1024 * 1024)	/* body bytes skipped after an early answer */
 
 enum conn_state { ST_IDLE, ST_HEAD, ST_BODY, ST_CHUNKED, ST_HANDLING, ST_CLOSING };
 
@@ -59,6 +66,23 @@ struct http_conn {
 	unsigned	 in_flight:1;	/* the application owns req */
 	unsigned	 http10:1;
 	unsigned	 expect_continue:1;
+	unsigned	 sbody:1;	/* body streamed to the handler */
+	unsigned	 sbody_started:1;	/* handler called http_body_start */
+	unsigned	 sbody_paused:1;
+	unsigned	 sbody_end:1;	/* the whole body was received */
+	unsigned	 sbody_end_told:1;
+	unsigned	 sbody_kick:1;	/* call the body callback even without new bytes */
+	unsigned	 discard:1;	/* answered early: skipping the rest of the body */
+	unsigned	 sresp:1;	/* streamed response under way */
+	unsigned	 chunked_out:1;
+	unsigned	 abort:1;	/* close from the timer, not from inside the parser */
+	long		 discarded;
+	void		(*body_cb)(void *arg, struct evbuffer *body, int end);
+	void		*body_arg;
+	void		(*close_cb)(void *arg);
+	void		*close_arg;
+	void		(*drain_cb)(void *arg);	/* output fully sent */
+	void		*drain_arg;
 	void		*app;
 	void		(*app_free)(void *);
 	struct http_conn *next, *prev;	/* all connections of this worker */
@@ -67,10 +91,13 @@ struct http_conn {
 static struct event_base *http_base;
 static struct http_limits http_lim;
 static http_router_fn http_router;
+static int (*http_want_stream)(const struct http_req *req);
 static char http_server_hdr[64];
 static struct http_conn *conns;
 static int nconns, nbusy, draining;
 static uint64_t next_req_id;
+
+#define DRAIN_IDLE_S	1	/* idle time left to a connection once draining */
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
@@ -101,6 +128,7 @@ status_text(int status)
 	case 409: return "Conflict";
 	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
 	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
@@ -161,6 +189,7 @@ conn_free(struct http_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	nconns--;
+	SHM_GAUGE_ADD(connections_open, -1);
 	c->magic = 0;
 	free(c);
 }
@@ -175,8 +204,31 @@ conn_close(struct http_conn *c)
 		c->bev = NULL;
 	}
 	evtimer_del(c->timer);
+	if (c->in_flight && c->close_cb) {
+		/* A streaming handler learns that the client is gone; done. */
+		void (*cb)(void *) = c->close_cb;
+		c->close_cb = NULL;
+		c->body_cb = NULL;
+		c->drain_cb = NULL;
+		c->in_flight = 0;
+		nbusy--;
+		cb(c->close_arg);
+		conn_free(c);
+		return;
+	}
 	if (!c->in_flight)
 		conn_free(c);
+}
+
+/* Close later, from the timer: callers are inside the parser or a handler. */
+static void
+conn_abort(struct http_conn *c)
+{
+	struct timeval now = { 0, 0 };
+
+	c->abort = 1;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	evtimer_add(c->timer, &now);
 }
 
 /* Write a complete response; the body evbuffer is drained. */
@@ -186,11 +238,14 @@ write_response(struct http_conn *c, int status, const char *ctype,
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t len = body ? evbuffer_get_length(body) : 0;
+	int n;
 
-	evbuffer_add_printf(out,
+	n = evbuffer_add_printf(out,
 	    "HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
 	    status, status_text(status), http_server_hdr, ctype, len,
 	    c->close_after ? "Connection: close\r\n" : "");
+	SHM_INC_AT(http_responses, shm_status_index(status));
+	SHM_ADD(http_sent_bytes, 0, (n > 0 ? (size_t)n : 0) + (head_only ? 0 : len));
 	if (body) {
 		if (head_only)
 			evbuffer_drain(body, len);
@@ -205,6 +260,7 @@ conn_fail(struct http_conn *c, int status, const char *code, const char *msg)
 {
 	struct evbuffer *b = evbuffer_new();
 
+	SHM_INC_AT(errors, shm_errcode_index(code));
 	c->close_after = 1;
 	evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
 	json_write_cstr(b, msg);
@@ -248,8 +304,11 @@ http_accept(int fd)
 		conns->prev = c;
 	conns = c;
 	nconns++;
+	SHM_INC(connections_accepted);
+	SHM_GAUGE_ADD(connections_open, 1);
 
 	if (nconns > http_lim.max_conns || draining) {
+		SHM_INC(connections_refused);
 		/* Refuse cleanly: a complete 503 and close. */
 		log_warn("connection refused: %d connections open (max %d)", nconns - 1,
 		    http_lim.max_conns);
@@ -319,7 +378,8 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 		c->http10 = 0;
 	else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
 		c->http10 = 1;
-	else if (strncmp(sp2 + 1, "HTTP/", 5) == 0) {
+	else if (strncmp(sp2 + 1, "HTTP/", 5) == 0 && !strchr(sp2 + 1, ' ') &&
+	    strlen(sp2 + 1) == 8) {
 		*msg = "HTTP version not supported";
 		return 505;
 	} else {
@@ -448,6 +508,67 @@ dispatch(struct http_conn *c)
 	http_router(&c->req);
 }
 
+/* A streamed request goes to the router before its body is read. */
+static void
+stream_dispatch(struct http_conn *c, long cl, int chunked)
+{
+	c->sbody = 1;
+	c->sbody_started = c->sbody_paused = c->sbody_end = c->sbody_end_told = 0;
+	c->sbody_kick = c->discard = c->sresp = 0;
+	c->discarded = 0;
+	c->body_cb = NULL;
+	c->close_cb = NULL;
+	c->drain_cb = NULL;
+	if (chunked) {
+		c->state = ST_CHUNKED;
+		c->chunk_left = -1;
+	} else if (cl > 0) {
+		c->state = ST_BODY;
+		c->body_left = cl;
+	} else {
+		c->state = ST_HANDLING;
+		c->sbody_end = 1;
+	}
+	c->in_flight = 1;
+	nbusy++;
+	timer_set(c, 0);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, SBODY_INPUT_HIWAT);
+	c->req.id = ++next_req_id;
+	if (!c->req.keepalive || draining)
+		c->close_after = 1;
+	http_router(&c->req);
+}
+
+/*
+ * A request is over (answered, its body consumed): close, or wait for the
+ * next one.  Never frees the connection.  Returns 1 if parsing may go on.
+ */
+static int
+next_request(struct http_conn *c)
+{
+	c->sbody = 0;
+	if (c->close_after || draining) {
+		c->close_after = 1;
+		c->state = ST_CLOSING;
+		bufferevent_disable(c->bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_abort(c);
+		return 0;	/* else conn_write_cb closes when flushed */
+	}
+	c->state = ST_IDLE;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)http_lim.max_header + 1);
+	bufferevent_enable(c->bev, EV_READ);
+	timer_set(c, http_lim.idle_timeout);
+	return 1;
+}
+
+/* Run conn_process from the event loop (not from inside a handler). */
+static void
+conn_kick(struct http_conn *c)
+{
+	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 /* Try to complete the head; returns 1 if processing should continue. */
 static int
 read_head(struct http_conn *c)
@@ -511,6 +632,7 @@ read_head(struct http_conn *c)
 		c->headcap = hlen + 1;
 	}
 	evbuffer_remove(in, c->head, hlen);
+	SHM_ADD(http_received_bytes, 0, hlen);
 	c->head[hlen] = '\0';
 	c->close_after = 0;
 	status = parse_head(c, c->head, &cl, &chunked, &msg);
@@ -524,6 +646,13 @@ read_head(struct http_conn *c)
 	else
 		evbuffer_drain(c->req.body, evbuffer_get_length(c->req.body));
 	c->body_total = 0;
+	c->sbody = 0;
+	if (http_want_stream && http_want_stream(&c->req)) {
+		if (c->expect_continue && (chunked || cl > 0) && !c->http10)
+			evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		stream_dispatch(c, cl, chunked);
+		return 0;
+	}
 	if (c->expect_continue && (chunked || (cl > 0 && cl <= http_lim.max_body)) && !c->http10)
 		evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	if (chunked) {
@@ -548,21 +677,78 @@ read_head(struct http_conn *c)
 	return 0;
 }
 
+/* Room in req->body for more bytes (a streamed body is bounded). */
+static size_t
+body_room(const struct http_conn *c)
+{
+	size_t have;
+
+	if (!c->sbody || c->discard)
+		return SIZE_MAX;
+	have = evbuffer_get_length(c->req.body);
+	return have < HTTP_SBODY_MAX ? HTTP_SBODY_MAX - have : 0;
+}
+
+/* Move n body bytes from the socket input to req->body, or skip them. */
+static void
+body_take(struct http_conn *c, struct evbuffer *in, size_t n)
+{
+	SHM_ADD(http_received_bytes, 0, n);
+	if (c->discard) {
+		evbuffer_drain(in, n);
+		c->discarded += (long)n;
+	} else
+		evbuffer_remove_buffer(in, c->req.body, n);
+}
+
+/* The whole body is in; returns 1 if the next request may be parsed. */
+static int
+body_complete(struct http_conn *c)
+{
+	if (c->discard) {
+		c->discard = 0;
+		return next_request(c);
+	}
+	if (c->sbody) {
+		c->sbody_end = 1;
+		c->state = ST_HANDLING;
+		timer_set(c, 0);
+		return 0;
+	}
+	dispatch(c);
+	return 0;
+}
+
+/* A malformed body: answer 4xx, or just close once a handler has it. */
+static void
+body_fail(struct http_conn *c, int status, const char *code, const char *msg)
+{
+	if (c->sbody)
+		conn_abort(c);
+	else
+		conn_fail(c, status, code, msg);
+}
+
 static int
 read_body(struct http_conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	size_t avail = evbuffer_get_length(in);
+	size_t avail = evbuffer_get_length(in), room = body_room(c);
 	size_t n = avail < (size_t)c->body_left ? avail : (size_t)c->body_left;
 
+	if (n > room)
+		n = room;
 	if (n > 0) {
-		evbuffer_remove_buffer(in, c->req.body, n);
+		body_take(c, in, n);
 		c->body_left -= (long)n;
+	}
+	if (c->discard && c->discarded > DISCARD_MAX) {
+		conn_abort(c);
+		return 0;
 	}
 	if (c->body_left > 0)
 		return 0;
-	dispatch(c);
-	return 0;
+	return body_complete(c);
 }
 
 /* Chunked transfer coding (RFC 9112 7.1), incrementally. */
@@ -573,12 +759,18 @@ read_chunked(struct http_conn *c)
 
 	for (;;) {
 		if (c->chunk_left > 0) {
-			size_t avail = evbuffer_get_length(in);
+			size_t avail = evbuffer_get_length(in), room = body_room(c);
 			size_t n = avail < (size_t)c->chunk_left ? avail : (size_t)c->chunk_left;
+			if (n > room)
+				n = room;
 			if (n == 0)
 				return 0;
-			evbuffer_remove_buffer(in, c->req.body, n);
+			body_take(c, in, n);
 			c->chunk_left -= (long)n;
+			if (c->discard && c->discarded > DISCARD_MAX) {
+				conn_abort(c);
+				return 0;
+			}
 			if (c->chunk_left > 0)
 				return 0;
 			c->chunk_left = -3;	/* CRLF after the data */
@@ -590,47 +782,46 @@ read_chunked(struct http_conn *c)
 		struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 		if (e.pos < 0) {
 			if (evbuffer_get_length(in) > sizeof(line)) {
-				conn_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
+				body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
 				return 0;
 			}
 			return 0;
 		}
 		if ((size_t)e.pos >= sizeof(line)) {
-			conn_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
+			body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
 			return 0;
 		}
 		evbuffer_remove(in, line, (size_t)e.pos);
 		line[e.pos] = '\0';
 		evbuffer_drain(in, eol_len);
+		SHM_ADD(http_received_bytes, 0, (size_t)e.pos + eol_len);
 		if (c->chunk_left == -3) {
 			if (line[0] != '\0') {
-				conn_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
+				body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
 				return 0;
 			}
 			c->chunk_left = -1;
 			continue;
 		}
 		if (c->chunk_left == -2) {
-			if (line[0] == '\0') {
-				dispatch(c);
-				return 0;
-			}
+			if (line[0] == '\0')
+				return body_complete(c);
 			continue;	/* ignore trailer fields */
 		}
 		/* Size line: hex digits, optional extensions. */
 		char *end;
 		long size;
 		if (!isxdigit((unsigned char)line[0])) {
-			conn_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
+			body_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
 			return 0;
 		}
 		errno = 0;
 		size = strtol(line, &end, 16);
 		if (errno || size < 0 || (*end && *end != ';' && *end != ' ' && *end != '\t')) {
-			conn_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
+			body_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
 			return 0;
 		}
-		if (size > http_lim.max_body - c->body_total) {
+		if (!c->sbody && size > http_lim.max_body - c->body_total) {
 			conn_fail(c, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 			return 0;
 		}
@@ -639,12 +830,58 @@ read_chunked(struct http_conn *c)
 	}
 }
 
+/*
+ * Feed a streamed body to its handler: move what fits into req->body and
+ * run the callback, as long as the handler keeps consuming.
+ */
+static void
+sbody_pump(struct http_conn *c)
+{
+	for (;;) {
+		size_t before;
+
+		if (!c->sbody_started || c->sbody_paused || !c->body_cb)
+			return;
+		before = evbuffer_get_length(c->req.body);
+		if (!c->sbody_end) {
+			if (c->state == ST_BODY)
+				read_body(c);
+			else if (c->state == ST_CHUNKED)
+				read_chunked(c);
+			if (c->abort || !c->bev)
+				return;
+		}
+		if (evbuffer_get_length(c->req.body) == before && !c->sbody_kick &&
+		    !(c->sbody_end && !c->sbody_end_told))
+			return;
+		c->sbody_kick = 0;
+		if (c->sbody_end)
+			c->sbody_end_told = 1;
+		else
+			timer_set(c, http_lim.body_timeout);
+		c->body_cb(c->body_arg, c->req.body, c->sbody_end);
+		if (!c->bev || !c->in_flight || c->abort)
+			return;
+	}
+}
+
 static void
 conn_process(struct http_conn *c)
 {
 	int more = 1;
 
-	while (more && c->bev) {
+	while (more && c->bev && !c->abort) {
+		if (c->in_flight && c->sbody) {
+			sbody_pump(c);
+			break;
+		}
+		if (c->in_flight && c->sresp) {
+			/* A streamed response: whatever the client sends is dropped
+			 * (reading goes on, so its EOF is noticed at once). */
+			struct evbuffer *in = bufferevent_get_input(c->bev);
+			evbuffer_drain(in, evbuffer_get_length(in));
+			break;
+		}
 		switch (c->state) {
 		case ST_IDLE:
 		case ST_HEAD:
@@ -676,6 +913,10 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
+	if (c->in_flight && c->sresp && c->drain_cb) {
+		c->drain_cb(c->drain_arg);
+		return;
+	}
 	if (c->state == ST_CLOSING || (c->close_after && !c->in_flight))
 		conn_close(c);
 }
@@ -690,7 +931,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * EOF while a request is in flight: the client may have only
 		 * shut down its write side, so keep the socket until we answer.
 		 */
-		if ((what & BEV_EVENT_EOF) && c->in_flight && !(what & BEV_EVENT_ERROR)) {
+		int gone = (what & BEV_EVENT_ERROR) || !c->in_flight ||
+		    (c->sbody && !c->sbody_end) ||	/* a streamed body cut short */
+		    (c->close_cb && !c->sbody);		/* a subscriber hung up */
+
+		if (!gone) {
 			c->close_after = 1;
 			bufferevent_disable(bev, EV_READ);
 			return;
@@ -704,14 +949,26 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_conn *c = arg;
 
+	if (c->abort) {
+		conn_close(c);
+		return;
+	}
 	switch (c->state) {
 	case ST_HEAD:
 		log_info("closing connection: header not received within %d s",
 		    http_lim.header_timeout);
+		SHM_INC(http_timeouts);
 		conn_fail(c, 408, "INVALID_REQUEST", "Request header timeout");
 		break;
 	case ST_BODY:
 	case ST_CHUNKED:
+		if (c->sbody) {
+			log_info("closing connection: no request body data for %d s",
+			    http_lim.body_timeout);
+			conn_close(c);
+			break;
+		}
+		SHM_INC(http_timeouts);
 		conn_fail(c, 408, "INVALID_REQUEST", "Request body timeout");
 		break;
 	case ST_CLOSING:
@@ -721,8 +978,33 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * A request with a streamed body has been answered: skip what is left of
+ * its body (the connection stays usable), then go on from the event loop.
+ */
+static void
+stream_req_done(struct http_conn *c)
+{
+	c->sresp = 0;
+	if (!c->sbody_end) {
+		c->discard = 1;
+		c->discarded = 0;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, SBODY_INPUT_HIWAT);
+		bufferevent_enable(c->bev, EV_READ);
+		timer_set(c, http_lim.body_timeout);
+	} else if (!next_request(c))
+		return;
+	conn_kick(c);
+}
+
 void
 http_respond(struct http_req *req, int status, struct evbuffer *body)
+{
+	http_respond_type(req, status, "application/json", body);
+}
+
+void
+http_respond_type(struct http_req *req, int status, const char *ctype, struct evbuffer *body)
 {
 	struct http_conn *c = req->conn;
 
@@ -730,11 +1012,20 @@ http_respond(struct http_req *req, int status, struct evbuffer *body)
 		abort();
 	c->in_flight = 0;
 	nbusy--;
+	c->close_cb = NULL;
+	c->body_cb = NULL;
+	c->drain_cb = NULL;
 	if (!c->bev) {
 		conn_free(c);
 		return;
 	}
-	write_response(c, status, "application/json", body, req->method == HTTP_HEAD);
+	if (draining)
+		c->close_after = 1;	/* tell the client: we close after this response */
+	write_response(c, status, ctype, body, req->method == HTTP_HEAD);
+	if (c->sbody) {
+		stream_req_done(c);
+		return;
+	}
 	if (c->close_after || draining) {
 		c->close_after = 1;
 		c->state = ST_CLOSING;
@@ -745,7 +1036,15 @@ http_respond(struct http_req *req, int status, struct evbuffer *body)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)http_lim.max_header + 1);
 	bufferevent_enable(c->bev, EV_READ);
 	timer_set(c, http_lim.idle_timeout);
-	conn_process(c);
+	/*
+	 * A pipelined request may already wait in the input buffer.  Take it
+	 * on the next loop turn, never from inside http_respond(): the caller
+	 * is still in its own callback and may touch its request state after
+	 * answering (the same per-connection state the next request reuses).
+	 */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		bufferevent_trigger(c->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 void
@@ -761,6 +1060,7 @@ void
 http_respond_error(struct http_req *req, int status, const char *code, const char *message)
 {
 	struct evbuffer *b = evbuffer_new();
+	SHM_INC_AT(errors, shm_errcode_index(code));
 	evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
 	json_write_cstr(b, message);
 	evbuffer_add(b, "}}\n", 3);
@@ -815,6 +1115,189 @@ http_query_get(const struct http_req *req, const char *name, char *buf, size_t b
 	return -1;
 }
 
+/* ---- streaming -------------------------------------------------------- */
+
+void
+http_set_stream_filter(int (*want)(const struct http_req *req))
+{
+	http_want_stream = want;
+}
+
+void
+http_set_close_cb(struct http_req *req, void (*cb)(void *arg), void *arg)
+{
+	req->conn->close_cb = cb;
+	req->conn->close_arg = arg;
+}
+
+void
+http_set_drain_cb(struct http_req *req, void (*cb)(void *arg), void *arg)
+{
+	req->conn->drain_cb = cb;
+	req->conn->drain_arg = arg;
+}
+
+void
+http_body_start(struct http_req *req, void (*cb)(void *arg, struct evbuffer *body, int end),
+    void *arg)
+{
+	struct http_conn *c = req->conn;
+
+	if (c->magic != CONN_MAGIC || !c->sbody)
+		abort();
+	c->body_cb = cb;
+	c->body_arg = arg;
+	c->sbody_started = 1;
+	c->sbody_paused = 0;
+	c->sbody_kick = 1;
+	if (!c->bev)
+		return;
+	if (!c->sbody_end)
+		timer_set(c, http_lim.body_timeout);
+	conn_kick(c);
+}
+
+void
+http_body_pause(struct http_req *req, int pause)
+{
+	struct http_conn *c = req->conn;
+
+	c->sbody_paused = pause ? 1 : 0;
+	if (!c->bev)
+		return;
+	if (pause) {
+		/*
+		 * Stop reading.  (Leaving it enabled with the input above its
+		 * high watermark makes libevent 2.1 re-run a deferred read
+		 * callback in a loop: bufferevent_inbuf_wm_check.)
+		 */
+		timer_set(c, 0);
+		bufferevent_disable(c->bev, EV_READ);
+		return;
+	}
+	c->sbody_kick = 1;
+	if (!c->sbody_end) {
+		timer_set(c, http_lim.body_timeout);
+		bufferevent_enable(c->bev, EV_READ);
+	}
+	conn_kick(c);
+}
+
+void
+http_stream_begin(struct http_req *req, int status, const char *ctype, const char *headers)
+{
+	struct http_conn *c = req->conn;
+	struct evbuffer *in;
+	int n;
+
+	if (c->magic != CONN_MAGIC)
+		abort();
+	if (!c->bev)
+		return;
+	c->sresp = 1;
+	c->chunked_out = !c->http10;
+	if (c->http10)
+		c->close_after = 1;
+	SHM_INC_AT(http_responses, shm_status_index(status));
+	n = evbuffer_add_printf(bufferevent_get_output(c->bev),
+	    "HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: %s\r\n%s%sConnection: %s\r\n\r\n",
+	    status, status_text(status), http_server_hdr, ctype,
+	    c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "", headers ? headers : "",
+	    c->close_after ? "close" : "keep-alive");
+	SHM_ADD(http_sent_bytes, 0, n > 0 ? (size_t)n : 0);
+	if (c->sbody)
+		return;
+	/* A long-lived response: keep no more per-connection memory than needed. */
+	free(c->head);
+	c->head = NULL;
+	c->headcap = 0;
+	req->path = "";
+	req->method_str = "";
+	req->query = NULL;
+	req->authorization = NULL;
+	if (req->body) {
+		evbuffer_free(req->body);
+		req->body = NULL;
+	}
+	in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_setwatermark(c->bev, EV_READ, 0, STREAM_INPUT_HIWAT);
+}
+
+void
+http_stream_write(struct http_req *req, const void *data, size_t len)
+{
+	struct http_conn *c = req->conn;
+	struct evbuffer *out;
+
+	if (!c->bev || !c->sresp || len == 0)
+		return;
+	SHM_ADD(http_sent_bytes, 0, len);
+	out = bufferevent_get_output(c->bev);
+	if (c->chunked_out) {
+		evbuffer_add_printf(out, "%zx\r\n", len);
+		evbuffer_add(out, data, len);
+		evbuffer_add(out, "\r\n", 2);
+	} else
+		evbuffer_add(out, data, len);
+}
+
+void
+http_stream_write_buf(struct http_req *req, struct evbuffer *buf)
+{
+	struct http_conn *c = req->conn;
+	struct evbuffer *out;
+	size_t len = evbuffer_get_length(buf);
+
+	if (!c->bev || !c->sresp || len == 0) {
+		evbuffer_drain(buf, len);
+		return;
+	}
+	SHM_ADD(http_sent_bytes, 0, len);
+	out = bufferevent_get_output(c->bev);
+	if (c->chunked_out) {
+		evbuffer_add_printf(out, "%zx\r\n", len);
+		evbuffer_add_buffer(out, buf);
+		evbuffer_add(out, "\r\n", 2);
+	} else
+		evbuffer_add_buffer(out, buf);
+}
+
+size_t
+http_stream_pending(const struct http_req *req)
+{
+	const struct http_conn *c = req->conn;
+
+	return c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+void
+http_stream_end(struct http_req *req)
+{
+	struct http_conn *c = req->conn;
+
+	if (c->magic != CONN_MAGIC)
+		abort();
+	c->in_flight = 0;
+	nbusy--;
+	c->close_cb = NULL;
+	c->body_cb = NULL;
+	c->drain_cb = NULL;
+	if (!c->bev) {
+		conn_free(c);
+		return;
+	}
+	if (c->sresp && c->chunked_out)
+		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+	c->sresp = 0;
+	if (c->sbody) {
+		stream_req_done(c);
+		return;
+	}
+	if (next_request(c))
+		conn_kick(c);
+}
+
 void *
 http_app_ctx(struct http_req *req)
 {
@@ -836,7 +1319,58 @@ http_drain(void)
 	draining = 1;
 	for (c = conns; c; c = next) {
 		next = c->next;
+		/*
+		 * An idle connection is closed after DRAIN_IDLE_S more idle
+		 * time, not at once: a client may be sending its next request
+		 * right now (or its first, on a connection just accepted), and
+		 * closing under it would fail that request.  A request that
+		 * arrives meanwhile is answered with Connection: close.
+		 */
 		if (c->state == ST_IDLE && !c->in_flight)
-			conn_close(c);
+			timer_set(c, DRAIN_IDLE_S);
+	}
+}
+
+/* 1 if the client is on the loopback interface (127.0.0.0/8, ::1, v4-mapped 127/8). */
+int
+http_peer_loopback(const struct http_req *req)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	const struct http_conn *c = req->conn;
+
+	if (!c->bev || getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return 1;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return 0;
+}
+
+void
+http_scoreboard(struct http_scoreboard *sb)
+{
+	uint64_t now = http_now_ns();
+
+	memset(sb, 0, sizeof(*sb));
+	for (const struct http_conn *c = conns; c; c = c->next) {
+		int pending = c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
+
+		if (c->in_flight) {
+			sb->handling++;
+			/* A streamed response (SSE) is not a request taking long. */
+			if (!c->sresp && c->req.t_start && now - c->req.t_start > sb->oldest_ns)
+				sb->oldest_ns = now - c->req.t_start;
+		} else if (c->state == ST_HEAD || c->state == ST_BODY || c->state == ST_CHUNKED)
+			sb->reading++;
+		else if (pending)
+			sb->writing++;
+		else
+			sb->idle++;
 	}
 }

@@ -59,6 +59,10 @@ void http_accept(int fd);
 /* Answer the request: status and a JSON body (moved out of `body`). */
 void http_respond(struct http_req *req, int status, struct evbuffer *body);
 void http_respond_str(struct http_req *req, int status, const char *json);
+/* The same with another Content-Type (profiles, text). */
+void http_respond_type(struct http_req *req, int status, const char *ctype, struct evbuffer *body);
+/* 1 if the client connected over loopback (127.0.0.0/8 or ::1). */
+int http_peer_loopback(const struct http_req *req);
 /* Answer with a JSON error {"error":{"code":..,"message":..}} + "\n". */
 void http_respond_error(struct http_req *req, int status, const char *code,
     const char *message);
@@ -73,11 +77,63 @@ long http_query_get(const struct http_req *req, const char *name, char *buf, siz
 void *http_app_ctx(struct http_req *req);
 void http_set_app_ctx(struct http_req *req, void *ctx, void (*free_fn)(void *));
 
+/*
+ * Streaming (GET /subscribe, POST /import).
+ *
+ * A request for which the stream filter returns 1 is routed as soon as its
+ * head is complete, before its body is read, and without the max_body
+ * limit: the handler pulls the body with http_body_start().  The layer
+ * buffers at most about HTTP_SBODY_MAX bytes of it in req->body; the
+ * callback runs whenever bytes were added (and once more with end = 1),
+ * and must remove what it consumed.  While paused, nothing is read from
+ * the socket (TCP pushes back on the client).
+ *
+ * A streamed response (http_stream_begin) is sent with chunked transfer
+ * coding (HTTP/1.0: until close) and lasts until http_stream_end().
+ * http_stream_begin releases the copy of the request head: req->path,
+ * query and authorization are invalid afterwards.
+ *
+ * A handler that sets a close callback is told when the client goes away
+ * (EOF or a socket error, also while it is still authenticating); the
+ * request is finished then, and req must not be used after the callback
+ * returns.  Answering before the whole streamed body was read makes the
+ * layer skip the rest of the body (or close the connection).
+ */
+#define HTTP_SBODY_MAX	(2 * 1024 * 1024)
+
+void http_set_stream_filter(int (*want)(const struct http_req *req));
+void http_set_close_cb(struct http_req *req, void (*cb)(void *arg), void *arg);
+/* Called when everything written so far on a streamed response was sent. */
+void http_set_drain_cb(struct http_req *req, void (*cb)(void *arg), void *arg);
+void http_body_start(struct http_req *req,
+    void (*cb)(void *arg, struct evbuffer *body, int end), void *arg);
+void http_body_pause(struct http_req *req, int pause);
+void http_stream_begin(struct http_req *req, int status, const char *ctype,
+    const char *headers);
+void http_stream_write(struct http_req *req, const void *data, size_t len);
+void http_stream_write_buf(struct http_req *req, struct evbuffer *buf);
+size_t http_stream_pending(const struct http_req *req);
+void http_stream_end(struct http_req *req);
+
 /* Stop accepting new requests; close idle connections; n in flight. */
 void http_drain(void);
 int http_open_conns(void);
 int http_busy_conns(void);
 
 uint64_t http_now_ns(void);
+
+/*
+ * Scoreboard: the worker's connections by state, counted by walking them
+ * (called once a heartbeat, not per request).  handling: a handler owns
+ * the request (including a streamed response); reading: receiving a
+ * head or body; writing: response bytes not yet sent; idle: keep-alive,
+ * waiting.  oldest_ns: age of the oldest request in a handler, streamed
+ * responses excepted.
+ */
+struct http_scoreboard {
+	int		 reading, handling, writing, idle;
+	uint64_t	 oldest_ns;
+};
+void http_scoreboard(struct http_scoreboard *sb);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "nscache.h"
+#include "shm.h"
 
 #define NS_MAGIC	0x4e53454eu
 #define NBUCKETS	1024
@@ -91,6 +92,44 @@ plain_ident(const char *s)
 	return n > 0 && n < 64;
 }
 
+/*
+ * Same-instance invalidation without waiting for NOTIFY.  A worker that
+ * committed an ns.delete bumps ns_drops in its own slot before it
+ * answers; every worker sums the slots' ns_drops before it trusts its
+ * cache, and any change (a delete, or a slot reset by the master) drops
+ * the whole cache.  So once ns.delete has answered, no worker of this
+ * instance accepts the deleted namespace's token.  Other instances learn
+ * it through NOTIFY, a few milliseconds later.
+ */
+static uint64_t drops_seen;
+
+void
+nscache_sync(void)
+{
+	struct evshm_hdr *h = shm_hdr();
+	const struct evshm_slot *slots;
+	uint64_t sum = 0;
+
+	if (!h)
+		return;
+	slots = (const struct evshm_slot *)((const char *)h + h->slots_off);
+	for (uint32_t i = 0; i < h->nslots; i++)
+		sum += __atomic_load_n(&slots[i].hd.ns_drops, __ATOMIC_ACQUIRE);
+	if (sum != drops_seen) {
+		drops_seen = sum;
+		nscache_drop(NULL);
+	}
+}
+
+void
+nscache_note_drop(void)
+{
+	struct evshm_slot *own = shm_own_slot();
+
+	if (own)
+		__atomic_add_fetch(&own->hd.ns_drops, 1, __ATOMIC_RELEASE);
+}
+
 void
 nscache_init(void)
 {
@@ -128,6 +167,7 @@ nscache_unref(struct ns_entry *e)
 struct ns_entry *
 nscache_get(const char *id)
 {
+	nscache_sync();
 	for (struct ns_entry *e = buckets[hash_id(id)]; e; e = e->next)
 		if (strcmp(e->id, id) == 0) {
 			e->refs++;

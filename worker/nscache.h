@@ -62,6 +62,10 @@ struct ns_entry *nscache_get(const char *id);
 struct ns_entry *nscache_put(PGresult *res, int row);
 void nscache_ref(struct ns_entry *e);
 void nscache_unref(struct ns_entry *e);
+/* Before trusting the cache: drop it if any worker deleted a namespace. */
+void nscache_sync(void);
+/* After committing an ns.delete, before answering. */
+void nscache_note_drop(void);
 /* Drop one id (NULL: everything). */
 void nscache_drop(const char *id);
 

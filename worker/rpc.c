@@ -22,6 +22,7 @@
 #include "log.h"
 #include "nscache.h"
 #include "rpc.h"
+#include "shm.h"
 #include "token.h"
 
 #define RPC_MAGIC 0x52504343u
@@ -45,11 +46,16 @@ static const struct rpc_method methods[] = {
 	{ "sys.version",	rpc_sys_version },
 };
 
+/* Label of each method in the shared-memory counters (shm/labels.def). */
+static uint8_t method_label[sizeof(methods) / sizeof(methods[0])];
+
 void
 rpc_init(const struct rpc_options *opt)
 {
 	opt_store = *opt;
 	rpc_opt = &opt_store;
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		method_label[i] = (uint8_t)shm_label_index(SHM_DIM_method, methods[i].name);
 }
 
 static void
@@ -91,6 +97,7 @@ ctx_get(struct http_req *req)
 	c->admin = 0;
 	c->own = 0;
 	c->phase = 0;
+	c->m = NULL;
 	c->ns_id[0] = '\0';
 	c->target_id[0] = '\0';
 	c->msgid_given = 0;
@@ -104,6 +111,11 @@ ctx_get(struct http_req *req)
 void
 rpc_finish(struct rpc_ctx *c)
 {
+	unsigned m = c->m ? method_label[c->m - methods] : EVSHM_M_OTHER;
+
+	/* Once per answered request: count it with its latency. */
+	SHM_INC_AT(requests, m);
+	SHM_OBSERVE(request_duration, m, http_now_ns() - c->req->t_start);
 	db_query_reset(&c->q);
 	nscache_unref(c->ns);
 	nscache_unref(c->target);
@@ -139,6 +151,7 @@ void
 rpc_error_details(struct rpc_ctx *c, int status, const char *code, const char *msg,
     const char *details_json)
 {
+	SHM_INC_AT(errors, shm_errcode_index(code));
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
 	evbuffer_add_printf(c->out, "{\"error\":{\"code\":\"%s\",\"message\":", code);
 	json_write_cstr(c->out, msg);
@@ -412,18 +425,22 @@ resolve_caller(struct rpc_ctx *c)
 	rpc_submit(c, 1, registry_done);
 }
 
-void
-rpc_handle(struct http_req *req)
+/*
+ * The credentials of a request (api.md 4.4-4.5), for /rpc, /subscribe and
+ * /import.  Returns 0 with ns_id and token_hash set (token_hash all zero:
+ * test mode without a usable token, ns_id "default"), or the HTTP status
+ * of the error with its code, message and details (JSON, or "").
+ */
+static int
+read_credentials(struct http_req *req, char *ns_id, size_t nslen, char token_hash[65],
+    const char **code, const char **msg, char *det, size_t detlen)
 {
-	struct rpc_ctx *c = ctx_get(req);
 	char token[TOK_MAX + 64], err[256];
 	const char *tok = NULL;
 	long tlen;
 
-	if (!c) {
-		http_respond_error(req, 503, "INTERNAL_ERROR", "out of memory");
-		return;
-	}
+	det[0] = '\0';
+	*code = "AUTH_REQUIRED";
 	tlen = http_query_get(req, "token", token, sizeof(token));
 	if (tlen > 0) {
 		tok = token;
@@ -431,40 +448,64 @@ rpc_handle(struct http_req *req)
 		const char *a = req->authorization;
 		if (strncmp(a, "Bearer ", 7) != 0) {
 			if (!rpc_opt->test_mode) {
-				rpc_error(c, 401, "AUTH_REQUIRED",
-				    "Authorization header must use Bearer scheme");
-				return;
+				*msg = "Authorization header must use Bearer scheme";
+				return 401;
 			}
 		} else if (a[7] == '\0') {
 			if (!rpc_opt->test_mode) {
-				rpc_error(c, 401, "AUTH_REQUIRED", "Token required");
-				return;
+				*msg = "Token required";
+				return 401;
 			}
 		} else
 			tok = a + 7;
 	} else if (!rpc_opt->test_mode) {
-		rpc_error(c, 401, "AUTH_REQUIRED", "Authorization header required");
-		return;
+		*msg = "Authorization header required";
+		return 401;
 	}
 
-	if (tok && tok_parse(tok, strlen(tok), c->ns_id, sizeof(c->ns_id), err, sizeof(err)) == 0) {
-		tok_hash_hex(tok, strlen(tok), c->token_hash);
-		resolve_caller(c);
-		return;
+	if (tok && tok_parse(tok, strlen(tok), ns_id, nslen, err, sizeof(err)) == 0) {
+		tok_hash_hex(tok, strlen(tok), token_hash);
+		return 0;
 	}
 	if (tok && !rpc_opt->test_mode) {
 		struct evbuffer *b = evbuffer_new();
-		char det[400];
 		json_write_cstr(b, err);
-		snprintf(det, sizeof(det), "{\"error\":%.*s}", (int)evbuffer_get_length(b),
+		snprintf(det, detlen, "{\"error\":%.*s}", (int)evbuffer_get_length(b),
 		    (const char *)evbuffer_pullup(b, -1));
 		evbuffer_free(b);
-		rpc_error_details(c, 401, "AUTH_INVALID_TOKEN", "Invalid token format", det);
+		*code = "AUTH_INVALID_TOKEN";
+		*msg = "Invalid token format";
+		return 401;
+	}
+	/* Test mode without a usable token: the default namespace. */
+	snprintf(ns_id, nslen, "default");
+	memset(token_hash, 0, 65);
+	return 0;
+}
+
+void
+rpc_handle(struct http_req *req)
+{
+	struct rpc_ctx *c = ctx_get(req);
+	const char *code, *msg;
+	char det[400];
+	int status;
+
+	if (!c) {
+		http_respond_error(req, 503, "INTERNAL_ERROR", "out of memory");
+		return;
+	}
+	status = read_credentials(req, c->ns_id, sizeof(c->ns_id), c->token_hash, &code, &msg,
+	    det, sizeof(det));
+	if (status) {
+		rpc_error_details(c, status, code, msg, det[0] ? det : NULL);
+		return;
+	}
+	if (c->token_hash[0]) {
+		resolve_caller(c);
 		return;
 	}
 	/* Test mode without a usable token: the default namespace. */
-	snprintf(c->ns_id, sizeof(c->ns_id), "default");
-	memset(c->token_hash, 0, sizeof(c->token_hash));
 	c->ns = nscache_get(c->ns_id);
 	if (c->ns) {
 		dispatch(c);
@@ -473,6 +514,95 @@ rpc_handle(struct http_req *req)
 	c->pv[0] = c->ns_id;
 	c->st[0] = (struct db_stmt){ nscache_registry_sql, 1, c->pv, 1 };
 	rpc_submit(c, 1, registry_done);
+}
+
+/* ---- auth for other endpoints (/subscribe, /import) ----------------------- */
+
+static void
+auth_check(struct rpc_auth *a)
+{
+	if (!rpc_opt->test_mode &&
+	    (!a->ns || !tok_equal_ct(a->token_hash, a->ns->token_hash, 64))) {
+		struct evbuffer *b = evbuffer_new();
+
+		json_write_cstr(b, a->ns_id);
+		snprintf(a->details, sizeof(a->details), "{\"namespace\":%.*s}",
+		    (int)evbuffer_get_length(b), (const char *)evbuffer_pullup(b, -1));
+		evbuffer_free(b);
+		nscache_unref(a->ns);
+		a->ns = NULL;
+		a->status = 403;
+		a->code = "AUTH_UNAUTHORIZED";
+		snprintf(a->message, sizeof(a->message), "Token not authorized for namespace");
+	}
+	a->done(a);
+}
+
+static void
+auth_registry_done(struct db_query *q)
+{
+	struct rpc_auth *a = q->arg;
+	PGresult *r = q->res[0];
+
+	if (db_failed(q)) {
+		a->status = 500;
+		a->code = "BACKEND_ERROR";
+		snprintf(a->message, sizeof(a->message), "Failed to authenticate: %s", db_errmsg(q));
+		db_query_reset(q);
+		a->done(a);
+		return;
+	}
+	if (r && PQntuples(r) > 0)
+		a->ns = nscache_put(r, 0);
+	db_query_reset(q);
+	auth_check(a);
+}
+
+void
+rpc_auth(struct http_req *req, struct rpc_auth *a, void (*done)(struct rpc_auth *a), void *arg)
+{
+	const char *msg = "";
+
+	memset(a, 0, sizeof(*a));
+	a->done = done;
+	a->arg = arg;
+	a->status = read_credentials(req, a->ns_id, sizeof(a->ns_id), a->token_hash, &a->code,
+	    &msg, a->details, sizeof(a->details));
+	if (a->status) {
+		snprintf(a->message, sizeof(a->message), "%s", msg);
+		done(a);
+		return;
+	}
+	a->ns = nscache_get(a->ns_id);
+	if (a->ns) {
+		auth_check(a);
+		return;
+	}
+	a->pv[0] = a->ns_id;
+	a->st = (struct db_stmt){ nscache_registry_sql, 1, a->pv, 1 };
+	a->q.stmts = &a->st;
+	a->q.nstmts = 1;
+	a->q.cb = auth_registry_done;
+	a->q.arg = a;
+	a->q.t_submit = http_now_ns();
+	db_submit(&a->q);
+}
+
+void
+rpc_auth_respond(struct http_req *req, const struct rpc_auth *a)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	SHM_INC_AT(errors, shm_errcode_index(a->code));
+	evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", a->code);
+	json_write_cstr(b, a->message);
+	if (a->details[0])
+		evbuffer_add_printf(b, ",\"details\":%s", a->details);
+	evbuffer_add(b, "}}\n", 3);
+	if (a->status >= 500)
+		log_warn("request %llu: %s: %s", (unsigned long long)req->id, a->code, a->message);
+	http_respond(req, a->status, b);
+	evbuffer_free(b);
 }
 
 /* ---- target namespace (ns.info, ns.delete) -------------------------------- */

@@ -59,6 +59,7 @@ struct rpc_ctx {
 	char		 token_out[256];
 	void		(*cont)(struct rpc_ctx *c);
 	TAILQ_ENTRY(rpc_ctx) wq;	/* write batch queue */
+	uint64_t	 wq_since;	/* when it joined the queue (ns) */
 };
 
 typedef void (*rpc_fn)(struct rpc_ctx *c);
@@ -67,6 +68,33 @@ struct rpc_method {
 	const char	*name;
 	rpc_fn		 fn;
 };
+
+/*
+ * Authentication as /rpc for the other endpoints (/subscribe, /import),
+ * without an RPC context.  done(a) runs once, maybe before rpc_auth
+ * returns: a->status 0 means authenticated, with a->ns a reference to the
+ * caller's namespace (NULL in test mode when it does not exist; release
+ * it with nscache_unref); otherwise rpc_auth_respond sends the error.
+ */
+struct rpc_auth {
+	struct ns_entry	*ns;
+	char		 ns_id[256];
+	int		 status;
+	const char	*code;
+	char		 message[320];
+	char		 details[600];
+	void		*arg;
+	/* private */
+	char		 token_hash[65];
+	void		(*done)(struct rpc_auth *a);
+	struct db_query	 q;
+	struct db_stmt	 st;
+	const char	*pv[1];
+};
+
+void rpc_auth(struct http_req *req, struct rpc_auth *a, void (*done)(struct rpc_auth *a),
+    void *arg);
+void rpc_auth_respond(struct http_req *req, const struct rpc_auth *a);
 
 void rpc_init(const struct rpc_options *opt);
 void rpc_handle(struct http_req *req);

@@ -272,6 +272,7 @@ delete_done(struct db_query *q)
 	if (c->phase == 1 && q->res[0] && PQntuples(q->res[0]) == 1)
 		count = strtoll(PQgetvalue(q->res[0], 0, 0), NULL, 10);
 	nscache_drop(c->target_id);
+	nscache_note_drop();
 	log_info("namespace deleted id=%s messages=%lld", c->target_id, count);
 	evbuffer_add(c->out, "{\"deletedAt\":", 13);
 	rpc_write_now(c->out);

@@ -17,6 +17,7 @@
 
 #include "nscache.h"
 #include "rpc.h"
+#include "sse.h"
 #include "token.h"
 #include "wbatch.h"
 
@@ -183,6 +184,9 @@ write_rows(struct evbuffer *out, PGresult *r, int with_stream, int single)
 void
 rpc_write_ok(struct rpc_ctx *c, const char *pos, const char *gpos)
 {
+	/* Committed: poke subscribers (issue 3; after commit, never before). */
+	sse_publish(c->ns->id, json_str(&c->doc, rpc_arg(c, 0), NULL), strtoll(pos, NULL, 10),
+	    strtoll(gpos, NULL, 10));
 	evbuffer_add_printf(c->out, "{\"globalPosition\":%s,\"position\":%s}", gpos, pos);
 	rpc_reply(c);
 }

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "nscache.h"
 #include "rpc.h"
+#include "shm.h"
 #include "wbatch.h"
 
 #define WB_MAX_GROUPS	16
@@ -57,11 +58,31 @@ static struct {
 	struct rpc_ctx	**items;
 	int		*item_group;
 	int		 nitems;
-	/* Figures for the counters. */
-	uint64_t	 batches, batched_writes;
 } wb;
 
 static void wb_kick(void);
+
+/* Publish one transaction of n writes (the counters of shm/counters.def). */
+static void
+count_batch(int n)
+{
+	SHM_INC(write_batches);
+	SHM_ADD(write_batched, 0, n);
+	if (n == 1)
+		SHM_INC(write_batches_1);
+	else if (n == 2)
+		SHM_INC(write_batches_2);
+	else if (n <= 4)
+		SHM_INC(write_batches_3_4);
+	else if (n <= 8)
+		SHM_INC(write_batches_5_8);
+	else if (n <= 16)
+		SHM_INC(write_batches_9_16);
+	else if (n <= 64)
+		SHM_INC(write_batches_17_64);
+	else
+		SHM_INC(write_batches_65_up);
+}
 
 void
 wb_init(int max, size_t max_bytes)
@@ -122,7 +143,7 @@ batch_done(struct db_query *q)
 	const char *st = db_sqlstate(q);
 	int missing_fn = failed && strcmp(st, "42883") == 0;
 
-	wb.busy = 0;
+	/* The lane stays busy while answering: answers must not start a batch. */
 	for (int i = 0; i < n; i++) {
 		struct rpc_ctx *c = wb.items[i];
 		int g = wb.item_group[i];
@@ -156,6 +177,7 @@ batch_done(struct db_query *q)
 		evbuffer_drain(wb.g[g].json, evbuffer_get_length(wb.g[g].json));
 	}
 	db_query_reset(q);
+	wb.busy = 0;
 	wb_kick();
 }
 
@@ -189,6 +211,8 @@ wb_kick(void)
 		TAILQ_REMOVE(&wb.queue, c, wq);
 		wb.queued--;
 		wb.busy = 1;
+		SHM_OBSERVE(write_batch_wait, 0, http_now_ns() - c->wq_since);
+		count_batch(1);
 		rpc_write_single(c, single_done);
 		return;
 	}
@@ -214,6 +238,7 @@ wb_kick(void)
 		}
 		TAILQ_REMOVE(&wb.queue, c, wq);
 		wb.queued--;
+		SHM_OBSERVE(write_batch_wait, 0, http_now_ns() - c->wq_since);
 		add_item(wb.g[g].json, c, wb.g[g].n == 0);
 		wb.g[g].n++;
 		wb.items[wb.nitems] = c;
@@ -232,8 +257,7 @@ wb_kick(void)
 	}
 	log_debug("write batch writes=%d namespaces=%d bytes=%zu", wb.nitems, wb.ngroups, bytes);
 	wb.busy = 1;
-	wb.batches++;
-	wb.batched_writes += (uint64_t)wb.nitems;
+	count_batch(wb.nitems);
 	db_query_reset(&wb.q);
 	wb.q.stmts = wb.st;
 	wb.q.nstmts = wb.ngroups;
@@ -245,6 +269,7 @@ wb_kick(void)
 void
 wb_submit(struct rpc_ctx *c)
 {
+	c->wq_since = http_now_ns();
 	TAILQ_INSERT_TAIL(&wb.queue, c, wq);
 	wb.queued++;
 	wb_kick();

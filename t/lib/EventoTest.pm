@@ -990,6 +990,17 @@ sub _shutdown_for_cleanup {
             kill 'KILL', $p;
         }
     }
+    # A master that was killed leaves its shared-memory segment behind (the
+    # next start on the port would replace it); do not let tests pile them up.
+    my $seg = '/dev/shm' . $self->shm_name;
+    if ($self->{pid} && !EventoTest::pid_alive($self->{pid}) && -e $seg
+        && open my $fh, '<', $seg) {
+        my $hdr = '';
+        read $fh, $hdr, 28;
+        close $fh;
+        my $mpid = length $hdr == 28 ? unpack('l<', substr($hdr, 24, 4)) : 0;
+        unlink $seg if substr($hdr, 0, 6) eq 'EVSHM-' && $mpid == $self->{pid};
+    }
 }
 
 sub _is_our_daemon {
