@@ -34,6 +34,9 @@ struct cli_flag {
 int cli_flags(const char *cmd, const char *about, const struct cli_flag *f, int nf,
     int argc, char **argv);
 
+/* --url and --token are required by both subcommands: 0, or 1 after the original's message. */
+int cli_need_url_token(const char *url, const char *token);
+
 /* ---- HTTP ------------------------------------------------------------------ */
 
 struct cli_url {

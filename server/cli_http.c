@@ -53,6 +53,20 @@ parse_bool(const char *s, int *out)
 }
 
 int
+cli_need_url_token(const char *url, const char *token)
+{
+	if (!url[0]) {
+		fprintf(stderr, "Error: --url is required\n");
+		return 1;
+	}
+	if (!token[0]) {
+		fprintf(stderr, "Error: --token is required\n");
+		return 1;
+	}
+	return 0;
+}
+
+int
 cli_flags(const char *cmd, const char *about, const struct cli_flag *f, int nf, int argc,
     char **argv)
 {

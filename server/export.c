@@ -314,14 +314,8 @@ cli_export(int argc, char **argv)
 	    flags, sizeof(flags) / sizeof(flags[0]), argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
-	if (!url[0]) {
-		fprintf(stderr, "Error: --url is required\n");
+	if (cli_need_url_token(url, token))
 		return 1;
-	}
-	if (!token[0]) {
-		fprintf(stderr, "Error: --token is required\n");
-		return 1;
-	}
 	memset(&x, 0, sizeof(x));
 	x.fd = -1;
 	x.token = token;

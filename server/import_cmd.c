@@ -111,14 +111,8 @@ cli_import(int argc, char **argv)
 	    flags, sizeof(flags) / sizeof(flags[0]), argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
-	if (!url[0]) {
-		fprintf(stderr, "Error: --url is required\n");
+	if (cli_need_url_token(url, token))
 		return 1;
-	}
-	if (!token[0]) {
-		fprintf(stderr, "Error: --token is required\n");
-		return 1;
-	}
 	if (cli_parse_url(url, &u, err, sizeof(err)) < 0) {
 		fprintf(stderr, "Error: %s\n", err);
 		return 1;

@@ -21,11 +21,22 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "layout.h"
 
 /* Readers give up on a group after this many attempts (and say so). */
 #define EVSHM_READ_RETRIES	10000
+
+/* CLOCK_MONOTONIC in nanoseconds: the one clock of every timestamp and interval. */
+static inline uint64_t
+evshm_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static inline uint64_t
 evshm_load(const uint64_t *p)

@@ -111,13 +111,6 @@ unix_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static uint64_t
-mono_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int
 finish(struct pprof *p, const struct evshm_hdr *hdr, int worker, int gzip, unsigned char **out,
@@ -262,7 +255,7 @@ profile_cpu_begin(const struct evshm_hdr *hdr, int worker)
 	pprof_sample_type(c->p, "samples", "count");
 	pprof_sample_type(c->p, "cpu", "nanoseconds");
 	c->start_unix_ns = unix_now_ns();
-	c->start_mono_ns = mono_now_ns();
+	c->start_mono_ns = evshm_mono_ns();
 	for (uint32_t i = 0; i < c->nslots; i++) {
 		const struct evshm_slot *s = EVSHM_SLOT(hdr, i);
 		uint32_t hz = __atomic_load_n(&s->hd.prof.cpu_hz, __ATOMIC_RELAXED);
@@ -368,7 +361,7 @@ profile_cpu_end(struct profile_cpu *c, int gzip, unsigned char **out, size_t *le
 		return -1;
 	}
 	pprof_period(c->p, "cpu", "nanoseconds", 1000000000 / (c->hz ? c->hz : 100));
-	pprof_times(c->p, c->start_unix_ns, (int64_t)(mono_now_ns() - c->start_mono_ns));
+	pprof_times(c->p, c->start_unix_ns, (int64_t)(evshm_mono_ns() - c->start_mono_ns));
 	if (!c->hz)
 		pprof_comment(c->p, "CPU sampling is off (--profile-hz 0) or no worker runs");
 	if (c->lost || c->torn) {
@@ -445,7 +438,7 @@ int
 profile_workers_text(const struct evshm_hdr *hdr, int worker, FILE *out)
 {
 	struct sym_ctx *sc = symbols_for(hdr, worker);
-	uint64_t now_mono = mono_now_ns(), now_unix = (uint64_t)unix_now_ns();
+	uint64_t now_mono = evshm_mono_ns(), now_unix = (uint64_t)unix_now_ns();
 	unsigned n = 0;
 
 	for (uint32_t i = 0; i < hdr->nslots; i++) {

@@ -74,13 +74,6 @@ static void lq_send_next(struct db_conn *dc);
 static TAILQ_HEAD(, db_query) waitq = TAILQ_HEAD_INITIALIZER(waitq);
 static struct event *fail_ev;	/* fails queued queries outside db_submit */
 
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void conn_start(struct db_conn *dc);
 static void conn_event(evutil_socket_t fd, short what, void *arg);
@@ -163,7 +156,7 @@ finish_query(struct db_conn *dc, const char *errmsg)
 	if (errmsg && !q->err)
 		q->errmsg = errmsg;
 	SHM_GAUGE_ADD(db_pool_busy, -1);
-	SHM_OBSERVE(db_query_duration, 0, mono_ns() - dc->t_sent);
+	SHM_OBSERVE(db_query_duration, 0, evshm_mono_ns() - dc->t_sent);
 	if (q->err || q->errmsg)
 		SHM_INC(db_errors);
 	q->cb(q);
@@ -420,7 +413,7 @@ pump(void)
 			conn_down(dc, PQerrorMessage(dc->pg));
 			continue;
 		}
-		dc->t_sent = mono_ns();
+		dc->t_sent = evshm_mono_ns();
 		SHM_GAUGE_ADD(db_queue, -1);
 		SHM_GAUGE_ADD(db_pool_busy, 1);
 		SHM_INC(db_queries);
@@ -656,7 +649,7 @@ db_submit(struct db_query *q)
 {
 	q->err = NULL;
 	q->errmsg = NULL;
-	q->t_submit = mono_ns();
+	q->t_submit = evshm_mono_ns();
 	SHM_GAUGE_ADD(db_queue, 1);
 	if (!db_available()) {
 		/* Fail on the next loop turn, never inside db_submit. */

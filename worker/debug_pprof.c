@@ -72,14 +72,6 @@ dbg_init(struct event_base *base, int enable_test_rpc)
 	profile_keep_symbols(1);	/* parse the ELF files once, not per request */
 }
 
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void
 not_found(struct http_req *req)
@@ -152,10 +144,10 @@ prof_test_alloc_site(size_t total, size_t chunk, int keep)
 __attribute__((noinline)) double
 prof_test_burn_cpu(long ms)
 {
-	uint64_t until = mono_ns() + (uint64_t)ms * 1000000u;
+	uint64_t until = evshm_mono_ns() + (uint64_t)ms * 1000000u;
 	volatile double x = 1.0;
 
-	while (mono_ns() < until)
+	while (evshm_mono_ns() < until)
 		for (int i = 0; i < 20000; i++)
 			x = x * 1.0000001 + 0.5;
 	return x;
@@ -235,7 +227,7 @@ cpu_tick(evutil_socket_t fd, short what, void *arg)
 	char err[256];
 	int rc;
 
-	if (mono_ns() < d->end_ns) {
+	if (evshm_mono_ns() < d->end_ns) {
 		profile_cpu_poll(d->cpu);
 		return;
 	}
@@ -321,7 +313,7 @@ serve(struct dbg_req *d)
 			dbg_free(d);
 			return;
 		}
-		d->end_ns = mono_ns() + (uint64_t)secs * 1000000000u;
+		d->end_ns = evshm_mono_ns() + (uint64_t)secs * 1000000000u;
 		tv.tv_sec = 0;
 		tv.tv_usec = (suseconds_t)profile_cpu_poll_ms(d->cpu) * 1000;
 		event_add(d->tick, &tv);

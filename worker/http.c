@@ -108,9 +108,7 @@ static void conn_process(struct http_conn *c);
 uint64_t
 http_now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return evshm_mono_ns();
 }
 
 static const char *
@@ -493,19 +491,26 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 	return 0;
 }
 
+/* The request now belongs to the router; input may wait up to hiwat bytes. */
 static void
-dispatch(struct http_conn *c)
+hand_to_router(struct http_conn *c, size_t hiwat)
 {
-	c->state = ST_HANDLING;
 	c->in_flight = 1;
 	nbusy++;
 	timer_set(c, 0);
-	/* Pipelined bytes may wait, but not without bound. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, HANDLING_HIWAT);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, hiwat);
 	c->req.id = ++next_req_id;
 	if (!c->req.keepalive || draining)
 		c->close_after = 1;
 	http_router(&c->req);
+}
+
+static void
+dispatch(struct http_conn *c)
+{
+	c->state = ST_HANDLING;
+	/* Pipelined bytes may wait, but not without bound. */
+	hand_to_router(c, HANDLING_HIWAT);
 }
 
 /* A streamed request goes to the router before its body is read. */
@@ -529,14 +534,7 @@ stream_dispatch(struct http_conn *c, long cl, int chunked)
 		c->state = ST_HANDLING;
 		c->sbody_end = 1;
 	}
-	c->in_flight = 1;
-	nbusy++;
-	timer_set(c, 0);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, SBODY_INPUT_HIWAT);
-	c->req.id = ++next_req_id;
-	if (!c->req.keepalive || draining)
-		c->close_after = 1;
-	http_router(&c->req);
+	hand_to_router(c, SBODY_INPUT_HIWAT);
 }
 
 /*

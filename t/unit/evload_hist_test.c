@@ -16,23 +16,9 @@
 #include <string.h>
 
 #include "tools/evload.h"
+#include "tap.h"
 
-static int ntests, nfailed;
 
-static void
-ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntests++;
-	if (!cond)
-		nfailed++;
-	printf("%s %d - ", cond ? "ok" : "not ok", ntests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 static int
 cmp_u64(const void *a, const void *b)
@@ -131,6 +117,5 @@ main(void)
 	ok(evl_hist_percentile_ns(&h, 50) == 123456789, "one sample: p50 is that sample");
 
 	free(v);
-	printf("1..%d\n", ntests);
-	return nfailed ? 1 : 0;
+	return tap_done();
 }

@@ -16,27 +16,11 @@
 #include <event2/buffer.h>
 
 #include "json.h"
+#include "tap.h"
 
-static int ntest, nfail;
 static struct json_doc D;
 
-static void ok(int, const char *, ...) __attribute__((format(printf, 2, 3)));
 
-static void
-ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntest++;
-	if (!cond)
-		nfail++;
-	printf("%sok %d - ", cond ? "" : "not ", ntest);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-}
 
 static void
 diag(const char *fmt, ...)
@@ -1008,8 +992,5 @@ main(void)
 	test_writer();
 	test_reuse();
 	json_doc_free(&D);
-	printf("1..%d\n", ntest);
-	if (nfail)
-		diag("%d of %d tests failed", nfail, ntest);
-	return nfail ? 1 : 0;
+	return tap_done();
 }

@@ -26,24 +26,9 @@
 #include "log.h"
 #include "reader.h"
 #include "shm.h"
+#include "tap.h"
 
-static int ntests, nfailed;
 
-static void
-ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntests++;
-	if (!cond)
-		nfailed++;
-	printf("%s %d - ", cond ? "ok" : "not ok", ntests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 static double
 now_s(void)
@@ -505,6 +490,5 @@ main(void)
 	shm_master_remove();
 	snprintf(path, sizeof(path), "/dev/shm%s", segname);
 	ok(stat(path, &sb) < 0 && errno == ENOENT, "segment removed");
-	printf("1..%d\n", ntests);
-	return nfailed ? 1 : 0;
+	return tap_done();
 }

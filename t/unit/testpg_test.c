@@ -16,6 +16,7 @@
 #endif
 
 #include "testpg.h"
+#include "tap.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -36,25 +37,7 @@
 #endif
 
 static char real_bindir[256];	/* where testpg found the server programs */
-static int	ntests;
-static int	nfailed;
 
-static int
-ok(int cond, const char *fmt, ...)
-{
-	va_list		ap;
-
-	ntests++;
-	if (!cond)
-		nfailed++;
-	printf("%sok %d - ", cond ? "" : "not ", ntests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	return cond;
-}
 
 static void
 diag(const char *fmt, ...)
@@ -586,6 +569,5 @@ main(void)
 		rmdir(fake);
 		rmdir(base);
 	}
-	printf("1..%d\n", ntests);
-	return nfailed == 0 ? 0 : 1;
+	return tap_done();
 }

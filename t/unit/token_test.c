@@ -17,23 +17,9 @@
 #include <time.h>
 
 #include "token.h"
+#include "tap.h"
 
-static int ntests, nfailed;
 
-static void
-ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntests++;
-	if (!cond)
-		nfailed++;
-	printf("%s %d - ", cond ? "ok" : "not ok", ntests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 static void
 is_str(const char *got, const char *want, const char *name)
@@ -616,8 +602,5 @@ main(void)
 	test_groups();
 	test_schema_names();
 	test_ns_ids();
-	printf("1..%d\n", ntests);
-	if (nfailed)
-		printf("# %d of %d tests failed\n", nfailed, ntests);
-	return nfailed ? 1 : 0;
+	return tap_done();
 }
