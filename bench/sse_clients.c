@@ -7,11 +7,13 @@
  *       open (reading and dropping keepalives) until standard input closes;
  *       then print "CLOSED <n still open>".
  *
- *   sse-clients latency --port P --token T --count M --pids a,b,...
+ *   sse-clients latency --port P --token T --count M --pids a,b,... [--sub-port P2] [--gap-ms G]
  *       One writer connection and one subscriber connection held by a
- *       different worker (found through /proc), then M writes one after
+ *       different worker (found through /proc), or by another instance
+ *       on the same database (--sub-port), then M writes one after
  *       another: prints percentiles of write-sent -> poke-received and of
- *       write-acknowledged -> poke-received, in microseconds.
+ *       write-acknowledged -> poke-received, in microseconds (--gap-ms: a
+ *       pause before each write, for sporadic writes).
  *
  * Plain sockets, epoll and poll; no libevent, so the numbers do not
  * depend on the code under test.
@@ -35,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int port;
+static int port, sub_port, gap_ms;
 
 static double
 now_us(void)
@@ -46,7 +48,7 @@ now_us(void)
 }
 
 static int
-dial(int nonblock)
+dial_port(int p, int nonblock)
 {
 	struct sockaddr_in a;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
@@ -57,13 +59,19 @@ dial(int nonblock)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	memset(&a, 0, sizeof(a));
 	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
+	a.sin_port = htons((uint16_t)p);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+static int
+dial(int nonblock)
+{
+	return dial_port(port, nonblock);
 }
 
 static int
@@ -335,7 +343,7 @@ latency(const char *token, int count, long *pids, int npids)
 		return 1;
 	}
 	while (tries++ < 100) {
-		s = dial(0);
+		s = dial_port(sub_port, 0);
 		if (s < 0)
 			return 1;
 		n = 0;
@@ -346,6 +354,8 @@ latency(const char *token, int count, long *pids, int npids)
 			fprintf(stderr, "sse-clients: no \": ready\" within 10 s\n");
 			return 1;
 		}
+		if (sub_port != port)
+			break;	/* another instance: any of its workers */
 		sw = conn_worker(s, pids, npids);
 		if (sw >= 0 && sw != ww)
 			break;
@@ -356,16 +366,27 @@ latency(const char *token, int count, long *pids, int npids)
 		fprintf(stderr, "sse-clients: no subscriber landed on another worker\n");
 		return 1;
 	}
-	fprintf(stderr, "sse-clients: writer on worker pid %ld, subscriber on worker pid %ld\n", ww, sw);
+	if (sub_port == port)
+		fprintf(stderr, "sse-clients: writer on worker pid %ld, subscriber on worker pid %ld\n",
+		    ww, sw);
+	else
+		fprintf(stderr, "sse-clients: writer on port %d, subscriber on another instance (port %d)\n",
+		    port, sub_port);
 	n = 0;
 	acc[0] = '\0';
 	for (int i = 0; i < count; i++) {
 		int len = snprintf(req, sizeof(req), "POST /rpc HTTP/1.1\r\nHost: bench\r\n"
 		    "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
 		    "Content-Length: %zu\r\n\r\n%s", token, strlen(body), body);
-		double t0 = now_us(), tack = 0, tpoke = 0;
+		double t0, tack = 0, tpoke = 0;
 		size_t rn = 0;
 		int got_resp = 0, got_poke = 0;
+
+		if (gap_ms > 0) {
+			struct timespec gap = { gap_ms / 1000, (long)(gap_ms % 1000) * 1000000L };
+			nanosleep(&gap, NULL);
+		}
+		t0 = now_us();
 
 		write_all(w, req, (size_t)len);
 		while (!got_resp || !got_poke) {
@@ -438,6 +459,10 @@ main(int argc, char **argv)
 	for (int i = 2; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--port"))
 			port = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--sub-port"))
+			sub_port = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--gap-ms"))
+			gap_ms = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--n"))
 			n = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--count"))
@@ -453,6 +478,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "sse-clients: --port and --token are required\n");
 		return 2;
 	}
+	if (!sub_port)
+		sub_port = port;
 	if (!strcmp(argv[1], "hold"))
 		return hold(n, tokens, ntok);
 	if (!strcmp(argv[1], "latency"))

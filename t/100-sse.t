@@ -279,8 +279,11 @@ sub sub_ { my (%q) = @_; my $tok = delete $q{_token} // $T; return EventoSSE->ne
 # ---- disconnect cleanup: no leaked fds, subscriptions released
 {
     my %w = %{ $d->worker_pids };
-    my %before = map { $_ => $d->fd_count($w{$_}) } keys %w;
     my $sum = sub { my $n = 0; $n += $d->fd_count($w{$_}) // 0 for keys %w; $n };
+    # Connections of the sections above may still be closing: settle first.
+    my $prev = -1;
+    $t->wait_for(sub { my $n = $sum->(); my $same = $n == $prev; $prev = $n; $same }, 10);
+    my %before = map { $_ => $d->fd_count($w{$_}) } keys %w;
     my $base = $sum->();
     for my $round (1 .. 4) {
         my @s = map { sub_($_ % 2 ? (stream => "dc-$_") : (category => 'dc')) } 1 .. 50;

@@ -114,7 +114,10 @@ sub write_file {
 
 # ---------------------------------------------------------------- SIGTERM under load
 {
-    my $d = $t->start(workers => 2, args => ['--shutdown-timeout', 8]);
+    # One write per transaction, so each held write waits in PostgreSQL
+    # itself (with group commit, writes behind the first would wait in the
+    # worker's write lane, invisible to pg_locks).
+    my $d = $t->start(workers => 2, args => ['--shutdown-timeout', 8, '--write-batch-max', 1]);
     my $T = $d->create_ns('term-1');
     my ($st) = $d->rpc($T, 'stream.write', 'held-0', { type => 'T', data => {} });
     is($st, 200, 'namespace ready');
@@ -130,7 +133,7 @@ sub write_file {
     if (!$locker) {
         alarm 0;
         my @cmd = ("$c->{bindir}/psql", '-X', '-q', '-h', $c->{sock}, '-p', $c->{port}, '-U', 'postgres',
-                   '-d', $d->db, '-c', "BEGIN; LOCK TABLE \"$schema\".messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT;");
+                   '-d', $d->db, '-c', "BEGIN; LOCK TABLE \"$schema\".messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;");
         @cmd = ('runuser', '-u', $c->{user}, '--', @cmd) if $> == 0 && $c->{user};
         open STDOUT, '>', '/dev/null';
         { no warnings 'exec'; exec @cmd; }
@@ -157,7 +160,9 @@ sub write_file {
     $d->send_all($sock, "POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $T\r\n"
         . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n"
         . substr($body, 0, 100));
-    Time::HiRes::sleep(0.3);    # let the held writers reach PostgreSQL (they wait on the lock)
+    # Let the held writers reach PostgreSQL, where they wait on the lock
+    # for the rest of its 5 s; and let a worker accept the slow request.
+    Time::HiRes::sleep(1.5);
     my @wpids = values %{ $d->worker_pids };
     my $t0 = time;
     ok(kill('TERM', $d->pid), 'SIGTERM while requests are in flight');

@@ -159,6 +159,19 @@ http_busy_conns(void)
 	return nbusy;
 }
 
+int
+http_pending_conns(void)
+{
+	int n = 0;
+
+	for (const struct http_conn *c = conns; c; c = c->next)
+		if (c->in_flight || c->state == ST_HEAD || c->state == ST_BODY ||
+		    c->state == ST_CHUNKED ||
+		    (c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0))
+			n++;	/* a request, or a response not yet flushed */
+	return n;
+}
+
 static void
 timer_set(struct http_conn *c, int secs)
 {

@@ -119,6 +119,8 @@ void http_stream_end(struct http_req *req);
 void http_drain(void);
 int http_open_conns(void);
 int http_busy_conns(void);
+/* Connections with a request in flight or partly received, or output not yet sent. */
+int http_pending_conns(void);
 
 uint64_t http_now_ns(void);
 

@@ -51,8 +51,10 @@ static struct {
 	int		 queued;
 	/* The batch in flight. */
 	struct db_query	 q;
-	struct db_stmt	 st[WB_MAX_GROUPS];
-	const char	*pv[WB_MAX_GROUPS];
+	struct db_stmt	 st[WB_MAX_GROUPS + 1];
+	const char	*pv[WB_MAX_GROUPS + 1];
+	struct evbuffer	*streams;	/* JSON array of every stream in the batch */
+	int		 first;		/* index of the first group's statement */
 	struct wb_group	 g[WB_MAX_GROUPS];
 	int		 ngroups;
 	struct rpc_ctx	**items;
@@ -61,6 +63,15 @@ static struct {
 } wb;
 
 static void wb_kick(void);
+
+/*
+ * Every category lock of a batch, in key order: the key is Message DB's
+ * hash_64(category(stream)), spelled out so it needs no schema.
+ */
+static const char lock_all_sql[] =
+    "SELECT pg_advisory_xact_lock(q.k) FROM "
+    "(SELECT DISTINCT left('x' || md5(split_part(s, '-', 1)), 17)::bit(64)::bigint AS k "
+    "FROM jsonb_array_elements_text($1::jsonb) AS s ORDER BY 1) q";
 
 /* Publish one transaction of n writes (the counters of shm/counters.def). */
 static void
@@ -94,6 +105,7 @@ wb_init(int max, size_t max_bytes)
 	wb.item_group = calloc((size_t)wb.max, sizeof(*wb.item_group));
 	for (int i = 0; i < WB_MAX_GROUPS; i++)
 		wb.g[i].json = evbuffer_new();
+	wb.streams = evbuffer_new();
 	if (!wb.items || !wb.item_group) {
 		log_error("out of memory for the write batch; batching off");
 		wb.max = 1;
@@ -147,7 +159,7 @@ batch_done(struct db_query *q)
 	for (int i = 0; i < n; i++) {
 		struct rpc_ctx *c = wb.items[i];
 		int g = wb.item_group[i];
-		PGresult *r = q->res[g];
+		PGresult *r = q->res[wb.first + g];
 		int k = row[g]++;
 
 		if (missing_fn) {
@@ -246,21 +258,41 @@ wb_kick(void)
 		wb.nitems++;
 		bytes += b;
 	}
+	/*
+	 * Advisory locks are database-wide and keyed by category name alone,
+	 * so with several namespaces in one batch the locks of all of them
+	 * are taken first, in one global key order; each write_messages then
+	 * finds its locks already held.  Taking them namespace by namespace
+	 * could deadlock against another worker's batch.
+	 */
+	wb.first = 0;
+	if (wb.ngroups > 1) {
+		evbuffer_drain(wb.streams, evbuffer_get_length(wb.streams));
+		for (int i = 0; i < wb.nitems; i++) {
+			evbuffer_add(wb.streams, i ? "," : "[", 1);
+			json_write_cstr(wb.streams, wb.items[i]->pv[1]);
+		}
+		evbuffer_add(wb.streams, "]", 2);	/* with the NUL */
+		wb.pv[0] = (const char *)evbuffer_pullup(wb.streams, -1);
+		wb.st[0] = (struct db_stmt){ lock_all_sql, 1, &wb.pv[0], 1 };
+		wb.first = 1;
+	}
 	for (int g = 0; g < wb.ngroups; g++) {
+		int k = wb.first + g;
 		evbuffer_add(wb.g[g].json, "]", 2);	/* with the NUL */
 		if (group_sql(&wb.g[g]) < 0) {
 			log_error("out of memory building a write batch");
 			abort();
 		}
-		wb.pv[g] = (const char *)evbuffer_pullup(wb.g[g].json, -1);
-		wb.st[g] = (struct db_stmt){ wb.g[g].sql, 1, &wb.pv[g], 1 };
+		wb.pv[k] = (const char *)evbuffer_pullup(wb.g[g].json, -1);
+		wb.st[k] = (struct db_stmt){ wb.g[g].sql, 1, &wb.pv[k], 1 };
 	}
 	log_debug("write batch writes=%d namespaces=%d bytes=%zu", wb.nitems, wb.ngroups, bytes);
 	wb.busy = 1;
 	count_batch(wb.nitems);
 	db_query_reset(&wb.q);
 	wb.q.stmts = wb.st;
-	wb.q.nstmts = wb.ngroups;
+	wb.q.nstmts = wb.first + wb.ngroups;
 	wb.q.cb = batch_done;
 	wb.q.arg = NULL;
 	db_submit(&wb.q);

@@ -107,11 +107,13 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 
 	/*
 	 * Done when every connection is closed (responses flushed, idle ones
-	 * closed by http_drain); one with nothing in flight - accepted but
-	 * its first request not sent yet - is waited for FRESH_GRACE_MS only.
+	 * closed by http_drain).  A request in flight or partly received
+	 * (its body still arriving) is waited for until the deadline; a
+	 * connection with nothing of a request yet - accepted, first request
+	 * not sent - is waited for FRESH_GRACE_MS only.
 	 */
 	if (http_open_conns() == 0 ||
-	    (http_busy_conns() == 0 && now > stop_started + FRESH_GRACE_MS * 1000000ull) ||
+	    (http_pending_conns() == 0 && now > stop_started + FRESH_GRACE_MS * 1000000ull) ||
 	    now > stop_deadline) {
 		if (http_busy_conns())
 			log_warn("stopping with %d requests still in flight", http_busy_conns());
@@ -152,6 +154,13 @@ begin_stop(int deadline_ms, const char *why)
 	log_info("worker %d stopping: %s", her->slot, why);
 	stop_started = http_now_ns();
 	stop_deadline = stop_started + (uint64_t)deadline_ms * 1000000ull;
+	/*
+	 * Connections the kernel already completed wait in the backlog; take
+	 * them before letting go of the socket, so a client that connected
+	 * before the signal is answered (with Connection: close) rather than
+	 * reset when the last copy of the socket closes.
+	 */
+	accept_cb(her->listen_fd, EV_READ, NULL);
 	event_del(accept_ev);
 	close(her->listen_fd);	/* the socket stays open in the master */
 	http_drain();
