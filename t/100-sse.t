@@ -59,7 +59,8 @@ sub sub_ { my (%q) = @_; my $tok = delete $q{_token} // $T; return EventoSSE->ne
             sprintf('00000000-0000-4000-8000-%012d', $_), $_ % 7, int($_ / 7), 100000 + $_
     } 0 .. $n - 1;
     my $r = $d->http('POST', '/import', token => $T, content => $lines);
-    like($r->{content}, qr/"done":true,"imported":$n/, "imported $n messages for the catch-up test");
+    like($r->{content}, qr/"done":true,"imported":$n/, "imported $n messages for the catch-up test")
+        or diag("status $r->{status}: " . substr($r->{content} // '', 0, 500));
     my $s = sub_(category => 'big');
     my @p = $s->wait_pokes($n, 20);
     is(scalar @p, $n, "category catch-up pokes all $n missed messages (not capped at 1000)");

@@ -179,6 +179,25 @@ sub status_of {
     is(status_of($data, $closed), 413, 'a huge announced Content-Length: 413 at once');
     (undef, $b) = $d->rpc($A, 'stream.get', 'size-1');
     is(scalar @{ arr($b) }, 1, 'only the accepted body was written');
+
+    # Regression: an early answer must survive the client going on sending.
+    # The server answers 413 from the headers alone and closes; a client
+    # that keeps uploading used to get an RST that destroyed the 413 before
+    # it was read.  The server now half-closes and drains for a moment.
+    my $s = $d->connect;
+    $d->send_all($s, "POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $A\r\n"
+        . "Content-Length: 2000000\r\n\r\n" . ('z' x 200000));
+    Time::HiRes::sleep(0.3);    # the 413 is sent and the server closes its side
+    my $sent = 200000;
+    local $SIG{PIPE} = 'IGNORE';
+    for (1 .. 64) {
+        my $n = syswrite($s, 'z' x 16384);
+        last unless defined $n;
+        $sent += $n;
+    }
+    my ($data2, $closed2) = $d->read_raw($s, timeout => 5);
+    close $s;
+    is(status_of($data2 // '', $closed2), 413, "the early 413 is still readable after uploading $sent more bytes");
 }
 
 # ---- slow clients

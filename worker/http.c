@@ -205,13 +205,72 @@ conn_free(struct http_conn *c)
 	free(c);
 }
 
+/*
+ * Lingering close.  Closing a socket whose receive buffer still holds
+ * bytes makes the kernel send RST, and an RST can destroy the response we
+ * just sent before the client reads it: exactly when we answer early
+ * (413, an /import error, a 400 before the body) while the client is
+ * still sending.  So a closing socket is half-closed first, and what the
+ * client still sends is read and dropped until it closes too, for at most
+ * LINGER_S seconds and LINGER_MAX bytes.
+ */
+#define LINGER_S	2
+#define LINGER_MAX	(1024L * 1024)
+
+struct linger_sock {
+	struct event	*ev;
+	long		 left;
+};
+
+static void
+linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct linger_sock *l = arg;
+	char buf[16384];
+	ssize_t n = 0;
+
+	if (what & EV_READ) {
+		while ((n = recv(fd, buf, sizeof(buf), 0)) > 0 && (l->left -= n) > 0)
+			;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && l->left > 0)
+			return;
+	}
+	/* EOF, error, enough, or LINGER_S passed. */
+	event_free(l->ev);
+	close(fd);
+	free(l);
+}
+
+static void
+linger_close(struct bufferevent *bev)
+{
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	struct linger_sock *l;
+	struct timeval tv = { LINGER_S, 0 };
+
+	if (fd < 0 || !(l = calloc(1, sizeof(*l)))) {
+		bufferevent_free(bev);
+		return;
+	}
+	bufferevent_setfd(bev, -1);	/* keep the socket past the bufferevent */
+	bufferevent_free(bev);
+	l->left = LINGER_MAX;
+	l->ev = event_new(http_base, fd, EV_READ | EV_PERSIST, linger_cb, l);
+	if (!l->ev || shutdown(fd, SHUT_WR) < 0 || event_add(l->ev, &tv) < 0) {
+		if (l->ev)
+			event_free(l->ev);
+		close(fd);
+		free(l);
+	}
+}
+
 /* Close the socket now; free the connection unless a handler owns it. */
 static void
 conn_close(struct http_conn *c)
 {
 	c->state = ST_CLOSING;
 	if (c->bev) {
-		bufferevent_free(c->bev);
+		linger_close(c->bev);
 		c->bev = NULL;
 	}
 	evtimer_del(c->timer);
