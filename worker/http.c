@@ -1073,8 +1073,12 @@ http_respond(struct http_req *req, int status, struct evbuffer *body)
 	http_respond_type(req, status, "application/json", body);
 }
 
-void
-http_respond_type(struct http_req *req, int status, const char *ctype, struct evbuffer *body)
+/*
+ * The handler is done with its request: it no longer owns the connection.
+ * Returns the connection, or NULL if the client had gone and it is freed.
+ */
+static struct http_conn *
+req_over(struct http_req *req)
 {
 	struct http_conn *c = req->conn;
 
@@ -1087,8 +1091,18 @@ http_respond_type(struct http_req *req, int status, const char *ctype, struct ev
 	c->drain_cb = NULL;
 	if (!c->bev) {
 		conn_free(c);
-		return;
+		return NULL;
 	}
+	return c;
+}
+
+void
+http_respond_type(struct http_req *req, int status, const char *ctype, struct evbuffer *body)
+{
+	struct http_conn *c = req_over(req);
+
+	if (!c)
+		return;
 	if (draining)
 		c->close_after = 1;	/* tell the client: we close after this response */
 	write_response(c, status, ctype, body, req->method == HTTP_HEAD);
@@ -1344,19 +1358,10 @@ http_stream_pending(const struct http_req *req)
 void
 http_stream_end(struct http_req *req)
 {
-	struct http_conn *c = req->conn;
+	struct http_conn *c = req_over(req);
 
-	if (c->magic != CONN_MAGIC)
-		abort();
-	c->in_flight = 0;
-	nbusy--;
-	c->close_cb = NULL;
-	c->body_cb = NULL;
-	c->drain_cb = NULL;
-	if (!c->bev) {
-		conn_free(c);
+	if (!c)
 		return;
-	}
 	if (c->sresp && c->chunked_out)
 		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
 	c->sresp = 0;
