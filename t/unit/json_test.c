@@ -22,17 +22,6 @@ static struct json_doc D;
 
 
 
-static void
-diag(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("# ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 /* Printable form of some bytes for test names (static buffer). */
 static const char *

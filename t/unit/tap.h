@@ -2,7 +2,7 @@
  * tap.h - the Test Anything Protocol for the C unit tests in t/unit/.
  *
  * ok() prints one "ok N - ..." / "not ok N - ..." line and returns the
- * condition; tap_done() prints the plan at the end and gives the exit
+ * condition; diag() a "# ..." comment; tap_done() prints the plan at the end and gives the exit
  * status, so prove and automake's TAP driver read every test alike.
  */
 #ifndef EVENTODB_TAP_H
@@ -30,6 +30,22 @@ ok(int cond, const char *fmt, ...)
 	putchar('\n');
 	fflush(stdout);
 	return cond;
+}
+
+static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+
+/* A "# ..." comment line. */
+static void
+diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
 }
 
 static int __attribute__((unused))

@@ -39,18 +39,6 @@
 static char real_bindir[256];	/* where testpg found the server programs */
 
 
-static void
-diag(const char *fmt, ...)
-{
-	va_list		ap;
-
-	printf("# ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-}
 
 static double
 now(void)
