@@ -54,6 +54,7 @@ use Time::Local qw(timegm);
 our @EXPORT_OK = qw(
     ADMIN_TOKEN mult json_encode json_decode jtype num make_token
     rfc3339_epoch pid_alive parse_responses uuid_re semver_re sha256_hex arr obj
+    battery battery_full
 );
 
 use constant ADMIN_TOKEN =>
@@ -67,6 +68,30 @@ my $SEQ = 0;        # database / log name counter
 
 # ---------------------------------------------------------------------------
 # small pure helpers (exportable)
+
+# battery(ID, TITLE, FIGURE, PASS_FIGURE, OK): one row of the reliability
+# and security battery (make battery; ../shared/ref/reliability-security.md
+# section 6).  It is a TAP test (ok OK, "ID TITLE: FIGURE (pass: PASS)")
+# and, when EVENTODB_BATTERY_OUT names a file, a tab-separated line
+# appended to it that tools/battery-report turns into the table.
+# FIGURE is what was measured, PASS_FIGURE what it must meet.
+sub battery {
+    my ($id, $title, $figure, $pass, $ok) = @_;
+    $ok = $ok ? 1 : 0;
+    for ($id, $title, $figure, $pass) { $_ //= ''; s/[\t\r\n]+/ /g }
+    if (my $out = $ENV{EVENTODB_BATTERY_OUT}) {
+        if (open my $fh, '>>', $out) {
+            printf {$fh} "%s\t%s\t%s\t%s\t%s\n", $id, $title, $figure, $pass,
+                $ok ? 'PASS' : 'FAIL';
+            close $fh;
+        }
+    }
+    return Test::More::ok($ok, "$id $title: $figure (pass: $pass)");
+}
+
+# True when the battery runs its long tier (EVENTODB_BATTERY_FULL=1):
+# tests then use the durations of the nightly tier instead of CI's.
+sub battery_full { return ($ENV{EVENTODB_BATTERY_FULL} // '') =~ /^[1-9yY]/ ? 1 : 0 }
 
 sub mult {
     my $m = $ENV{EVENTODB_TEST_TIMEOUT_MULT};
