@@ -27,9 +27,10 @@
  *     from the due time, so a stalled server shows up in the percentiles
  *     (no coordinated omission).
  *
- * The response parser handles the status line, Content-Length, chunked
- * bodies (sizes, extensions, trailers), bodies delimited by EOF, 1xx
- * interim responses and Connection: close.  Only status 200 counts as a
+ * The response parser (httpresp.c, shared with evcheck) handles the
+ * status line, Content-Length, chunked bodies (sizes, extensions,
+ * trailers), bodies delimited by EOF, 1xx interim responses and
+ * Connection: close.  Only status 200 counts as a
  * success, as in the original; for other statuses the "code" member of a
  * JSON error body is counted too.  Requests in flight on a connection that
  * fails count as errors of that failure's kind, and the connection is
@@ -51,11 +52,11 @@
 #include <unistd.h>
 
 #include "evload.h"
+#include "httpresp.h"
 
 #define EVL_VERSION_UA	"evload/" PACKAGE_VERSION
 #define RBUF_INIT	(16 * 1024)
-#define RBUF_MAX	(256u * 1024 * 1024)	/* a response larger than this is refused */
-#define HEAD_MAX	(64 * 1024)
+#define RBUF_MAX	HRESP_BODY_MAX	/* a response larger than this is refused */
 #define SWEEP_MS	20
 #define BACKOFF_MIN_MS	50
 #define BACKOFF_MAX_MS	1000
@@ -78,19 +79,6 @@ struct gen {
 	int		read_pending;	/* the write of iteration seq is out, its read is next */
 };
 
-/* Resumable response-parser state; offsets are from the response's first byte. */
-struct parse {
-	int		have_head;
-	int		status;
-	int		chunked;
-	int		until_eof;
-	int		close;
-	size_t		scan;		/* head: bytes already searched */
-	size_t		body_start;
-	size_t		end;		/* content-length: end of the response */
-	size_t		chunk_pos;	/* chunked: start of the next size line */
-};
-
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP };
 
 struct conn {
@@ -110,7 +98,7 @@ struct conn {
 	size_t		 woff, wlen, wcap;
 	char		*rbuf;
 	size_t		 rpos, rlen, rcap;
-	struct parse	 p;
+	struct hresp	 p;
 
 	struct inflight	*q;		/* ring of --pipeline entries */
 	int		 qhead, qn;
@@ -530,177 +518,6 @@ conn_flush(struct conn *c)
 
 /* ------------------------------------------------------------------ input */
 
-static int
-parse_uint(const char *s, size_t n, uint64_t *out)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	if (n == 0 || n > 18)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-static int
-has_token(const char *v, size_t n, const char *tok)
-{
-	size_t tl = strlen(tok), i;
-
-	for (i = 0; i + tl <= n; i++)
-		if (strncasecmp(v + i, tok, tl) == 0)
-			return 1;
-	return 0;
-}
-
-/* Status line and headers of the response at b (n bytes, hlen of them head). */
-static int
-parse_head(struct parse *p, const char *b, size_t hlen)
-{
-	const char *line, *eol, *colon, *v, *end = b + hlen - 2;
-	size_t nl, vl;
-	int have_cl = 0, keep = 0;
-	uint64_t cl = 0;
-
-	if (hlen < 16 || memcmp(b, "HTTP/1.", 7) != 0 || b[8] != ' ' ||
-	    b[9] < '1' || b[9] > '5' || b[10] < '0' || b[10] > '9' ||
-	    b[11] < '0' || b[11] > '9' || (b[12] != ' ' && b[12] != '\r'))
-		return -1;
-	p->status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
-	line = memchr(b, '\n', hlen);
-	if (line == NULL)
-		return -1;
-	line++;
-	while (line < end) {
-		eol = memchr(line, '\n', (size_t)(end - line) + 1);
-		if (eol == NULL)
-			return -1;
-		nl = (size_t)(eol - line);
-		if (nl > 0 && line[nl - 1] == '\r')
-			nl--;
-		colon = memchr(line, ':', nl);
-		if (colon != NULL) {
-			size_t klen = (size_t)(colon - line);
-
-			v = colon + 1;
-			vl = nl - klen - 1;
-			while (vl > 0 && (*v == ' ' || *v == '\t')) {
-				v++;
-				vl--;
-			}
-			while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-				vl--;
-			if (klen == 14 && strncasecmp(line, "content-length", 14) == 0) {
-				uint64_t x;
-
-				if (parse_uint(v, vl, &x) < 0 || (have_cl && x != cl))
-					return -1;
-				cl = x;
-				have_cl = 1;
-			} else if (klen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
-				if (has_token(v, vl, "chunked"))
-					p->chunked = 1;
-			} else if (klen == 10 && strncasecmp(line, "connection", 10) == 0) {
-				if (has_token(v, vl, "close"))
-					p->close = 1;
-				if (has_token(v, vl, "keep-alive"))
-					keep = 1;
-			}
-		}
-		line = eol + 1;
-	}
-	if (b[7] == '0' && !keep)
-		p->close = 1;	/* HTTP/1.0 without keep-alive */
-	p->body_start = hlen;
-	if ((p->status >= 100 && p->status < 200) || p->status == 204 || p->status == 304) {
-		p->end = hlen;
-		p->chunked = 0;
-	} else if (p->chunked) {
-		p->chunk_pos = hlen;
-	} else if (have_cl) {
-		if (cl > RBUF_MAX)
-			return -1;
-		p->end = hlen + (size_t)cl;
-	} else {
-		p->until_eof = 1;
-	}
-	p->have_head = 1;
-	return 0;
-}
-
-/*
- * Is a complete response at the start of b (n bytes)?  Returns its length,
- * 0 when more bytes are needed, -1 when it is malformed.
- */
-static long
-parse_response(struct parse *p, const char *b, size_t n, int eof)
-{
-	const char *e;
-
-	if (!p->have_head) {
-		size_t from = p->scan > 3 ? p->scan - 3 : 0;
-
-		e = n > from ? memmem(b + from, n - from, "\r\n\r\n", 4) : NULL;
-		if (e == NULL) {
-			p->scan = n;
-			return n > HEAD_MAX ? -1 : 0;
-		}
-		if (parse_head(p, b, (size_t)(e - b) + 4) < 0)
-			return -1;
-	}
-	if (p->chunked) {
-		for (;;) {
-			const char *ls = b + p->chunk_pos, *le;
-			uint64_t size = 0;
-			size_t digits = 0;
-
-			if (p->chunk_pos >= n)
-				return 0;
-			le = memmem(ls, n - p->chunk_pos, "\r\n", 2);
-			if (le == NULL)
-				return n - p->chunk_pos > 1024 ? -1 : 0;
-			while (ls + digits < le) {
-				char ch = ls[digits];
-				int d;
-
-				if (ch >= '0' && ch <= '9')
-					d = ch - '0';
-				else if (ch >= 'a' && ch <= 'f')
-					d = ch - 'a' + 10;
-				else if (ch >= 'A' && ch <= 'F')
-					d = ch - 'A' + 10;
-				else
-					break;
-				if (++digits > 15)
-					return -1;
-				size = size * 16 + (uint64_t)d;
-			}
-			if (digits == 0 || size > RBUF_MAX)
-				return -1;
-			if (size == 0) {
-				size_t t = (size_t)(le - b) + 2;
-
-				/* trailers end with an empty line */
-				if (n >= t + 2 && b[t] == '\r' && b[t + 1] == '\n')
-					return (long)(t + 2);
-				e = n > t ? memmem(b + t, n - t, "\r\n\r\n", 4) : NULL;
-				if (e == NULL)
-					return n - t > HEAD_MAX ? -1 : 0;
-				return (long)(e - b) + 4;
-			}
-			p->chunk_pos = (size_t)(le - b) + 2 + (size_t)size + 2;
-		}
-	}
-	if (p->until_eof)
-		return eof ? (long)n : 0;
-	return p->end <= n ? (long)p->end : 0;
-}
-
 /* The first protocol error of a run is shown (escaped, cut short). */
 static void
 protocol_note(const char *what, const char *b, size_t n)
@@ -731,7 +548,7 @@ protocol_note(const char *what, const char *b, size_t n)
 static int
 on_response(struct conn *c, const char *b, size_t len, uint64_t now)
 {
-	struct parse *p = &c->p;
+	struct hresp *p = &c->p;
 	struct inflight *f;
 	uint64_t lat;
 
@@ -818,7 +635,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	now = evl_now_ns();
 	while (c->rpos < c->rlen) {
-		len = parse_response(&c->p, c->rbuf + c->rpos, c->rlen - c->rpos, eof);
+		len = hresp_parse(&c->p, c->rbuf + c->rpos, c->rlen - c->rpos, eof);
 		if (len < 0) {
 			protocol_note("could not parse a response", c->rbuf + c->rpos, c->rlen - c->rpos);
 			evl_stats.fail[EVL_F_PROTOCOL]++;
