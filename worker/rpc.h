@@ -60,6 +60,8 @@ struct rpc_ctx {
 	void		(*cont)(struct rpc_ctx *c);
 	TAILQ_ENTRY(rpc_ctx) wq;	/* write batch queue */
 	uint64_t	 wq_since;	/* when it joined the queue (ns) */
+	uint64_t	 wcat;		/* hash of the write's category (its lock) */
+	void		*wlane;		/* the write lane carrying it, or NULL */
 };
 
 typedef void (*rpc_fn)(struct rpc_ctx *c);

@@ -1,14 +1,22 @@
 /*
  * wbatch.c - natural group commit of stream.write in a worker (issue 8).
  *
- * A worker has one write lane.  When the lane is free, a write goes to
- * PostgreSQL at once, alone, through the original write_message (an idle
- * server adds no latency).  While a write transaction is in flight,
- * further writes queue; when it completes, everything queued (up to
- * --write-batch-max writes and --write-batch-bytes of JSON) leaves as one
- * transaction: one write_messages(batch) call per namespace in the batch,
- * all in one pipeline ended by one Sync.  No timer: batches form only
- * from the writes that arrived while the previous commit was in flight.
+ * A worker writes through one lane at a time.  When it is free, a write
+ * goes to PostgreSQL at once, alone, through the original write_message
+ * (an idle server adds no latency).  While a write transaction is in
+ * flight, further writes queue; when it completes, everything queued (up
+ * to --write-batch-max writes and --write-batch-bytes of JSON) leaves as
+ * one transaction: one write_messages(batch) call per namespace in the
+ * batch, all in one pipeline ended by one Sync.  No batching timer:
+ * batches form only from the writes that arrived while the previous
+ * commit was in flight.
+ *
+ * A transaction can wait long on a category lock held by somebody else
+ * (another client of the database holding a transaction open; the same
+ * category name in another namespace: the locks are database-wide).  So
+ * when the lane in flight has been busy past WB_STALL_NS, up to
+ * --db-pool - 1 further lanes carry the writes of the other categories;
+ * writes of a category in flight always wait for their lane.
  *
  * Per-write meaning is kept by write_messages (migration 003): each
  * expected version is checked on its own, an existing id skips only that
@@ -24,9 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
+#include "exit.h"
 #include "log.h"
 #include "nscache.h"
 #include "rpc.h"
@@ -34,6 +45,16 @@
 #include "wbatch.h"
 
 #define WB_MAX_GROUPS	16
+#define WB_MAX_LANES	4
+/*
+ * A lane busy this long is stalled: its transaction waits on a lock held
+ * elsewhere (a long transaction of another client of the database, a
+ * category of the same name in another namespace) or on a slow commit.
+ * Further lanes then take the writes of other categories, so one blocked
+ * category does not stop every write of the worker.  Well above a
+ * commit's usual duration, so batching is not diluted in normal running.
+ */
+#define WB_STALL_NS	(25 * 1000000ULL)
 
 struct wb_group {
 	struct ns_entry	*ns;
@@ -43,13 +64,10 @@ struct wb_group {
 	int		 n;
 };
 
-static struct {
-	int		 max;
-	size_t		 max_bytes;
-	int		 busy;		/* a write transaction is in flight */
-	TAILQ_HEAD(, rpc_ctx) queue;
-	int		 queued;
-	/* The batch in flight. */
+/* A write transaction in flight, and what it is made of. */
+struct wb_lane {
+	int		 busy;
+	uint64_t	 since;		/* when the transaction was sent */
 	struct db_query	 q;
 	struct db_stmt	 st[WB_MAX_GROUPS + 1];
 	const char	*pv[WB_MAX_GROUPS + 1];
@@ -60,6 +78,16 @@ static struct {
 	struct rpc_ctx	**items;
 	int		*item_group;
 	int		 nitems;
+};
+
+static struct {
+	int		 max;
+	size_t		 max_bytes;
+	TAILQ_HEAD(, rpc_ctx) queue;
+	int		 queued;
+	struct wb_lane	 lane[WB_MAX_LANES];
+	int		 nlanes;
+	struct event	*stall;		/* re-kick when a busy lane turns stalled */
 } wb;
 
 static void wb_kick(void);
@@ -95,28 +123,53 @@ count_batch(int n)
 		SHM_INC(write_batches_65_up);
 }
 
+static void
+stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	wb_kick();
+}
+
 void
-wb_init(int max, size_t max_bytes)
+wb_init(struct event_base *base, int max, size_t max_bytes, int pool)
 {
 	wb.max = max < 1 ? 1 : max;
 	wb.max_bytes = max_bytes;
 	TAILQ_INIT(&wb.queue);
-	wb.items = calloc((size_t)wb.max, sizeof(*wb.items));
-	wb.item_group = calloc((size_t)wb.max, sizeof(*wb.item_group));
-	for (int i = 0; i < WB_MAX_GROUPS; i++)
-		wb.g[i].json = evbuffer_new();
-	wb.streams = evbuffer_new();
-	if (!wb.items || !wb.item_group) {
-		log_error("out of memory for the write batch; batching off");
-		wb.max = 1;
+	/* Leave one connection of the pool to reads. */
+	wb.nlanes = pool - 1;
+	if (wb.nlanes > WB_MAX_LANES)
+		wb.nlanes = WB_MAX_LANES;
+	if (wb.nlanes < 1)
+		wb.nlanes = 1;
+	wb.stall = evtimer_new(base, stall_cb, NULL);
+	for (int l = 0; l < wb.nlanes; l++) {
+		struct wb_lane *ln = &wb.lane[l];
+
+		ln->items = calloc((size_t)wb.max, sizeof(*ln->items));
+		ln->item_group = calloc((size_t)wb.max, sizeof(*ln->item_group));
+		ln->streams = evbuffer_new();
+		for (int i = 0; i < WB_MAX_GROUPS; i++)
+			ln->g[i].json = evbuffer_new();
+		if (!ln->items || !ln->item_group || !ln->streams || !wb.stall) {
+			log_error("out of memory for the write batch");
+			_exit(WRK_EXIT_INIT);
+		}
 	}
 }
 
-/* The lone write finished: free the lane, then answer. */
+/* The lone write finished: free its lane, then answer. */
 static void
 single_done(struct db_query *q)
 {
-	wb.busy = 0;
+	struct rpc_ctx *c = q->arg;
+	struct wb_lane *ln = c->wlane;
+
+	ln->busy = 0;
+	ln->nitems = 0;
+	c->wlane = NULL;
 	rpc_write_done(q);
 	wb_kick();
 }
@@ -150,18 +203,20 @@ item_bytes(struct rpc_ctx *c)
 static void
 batch_done(struct db_query *q)
 {
-	int n = wb.nitems, row[WB_MAX_GROUPS] = { 0 };
+	struct wb_lane *ln = q->arg;
+	int n = ln->nitems, row[WB_MAX_GROUPS] = { 0 };
 	int failed = db_failed(q);
 	const char *st = db_sqlstate(q);
 	int missing_fn = failed && strcmp(st, "42883") == 0;
 
 	/* The lane stays busy while answering: answers must not start a batch. */
 	for (int i = 0; i < n; i++) {
-		struct rpc_ctx *c = wb.items[i];
-		int g = wb.item_group[i];
-		PGresult *r = q->res[wb.first + g];
+		struct rpc_ctx *c = ln->items[i];
+		int g = ln->item_group[i];
+		PGresult *r = q->res[ln->first + g];
 		int k = row[g]++;
 
+		c->wlane = NULL;
 		if (missing_fn) {
 			/*
 			 * A namespace without migration 003 (created by the
@@ -183,13 +238,14 @@ batch_done(struct db_query *q)
 		else
 			rpc_write_dup(c);
 	}
-	for (int g = 0; g < wb.ngroups; g++) {
-		nscache_unref(wb.g[g].ns);
-		wb.g[g].ns = NULL;
-		evbuffer_drain(wb.g[g].json, evbuffer_get_length(wb.g[g].json));
+	for (int g = 0; g < ln->ngroups; g++) {
+		nscache_unref(ln->g[g].ns);
+		ln->g[g].ns = NULL;
+		evbuffer_drain(ln->g[g].json, evbuffer_get_length(ln->g[g].json));
 	}
 	db_query_reset(q);
-	wb.busy = 0;
+	ln->nitems = 0;
+	ln->busy = 0;
 	wb_kick();
 }
 
@@ -209,54 +265,79 @@ group_sql(struct wb_group *g)
 	return 0;
 }
 
-/* Send what is queued, if the lane is free. */
-static void
-wb_kick(void)
+/* Is a write of category hash h in flight on some lane? */
+static int
+cat_in_flight(uint64_t h)
 {
-	struct rpc_ctx *c;
+	for (int l = 0; l < wb.nlanes; l++) {
+		const struct wb_lane *ln = &wb.lane[l];
+
+		if (!ln->busy)
+			continue;
+		for (int i = 0; i < ln->nitems; i++)
+			if (ln->items[i]->wcat == h)
+				return 1;
+	}
+	return 0;
+}
+
+/*
+ * Fill lane ln from the queue, oldest first, and send it.  Writes whose
+ * category is in flight on another lane stay queued (in order): they
+ * would only wait for its lock there.  Returns 0 when nothing could go.
+ */
+static int
+lane_send(struct wb_lane *ln)
+{
+	struct rpc_ctx *c, *next;
 	size_t bytes = 0;
 
-	if (wb.busy || TAILQ_EMPTY(&wb.queue))
-		return;
-	c = TAILQ_FIRST(&wb.queue);
-	if (wb.queued == 1 || wb.max == 1) {
-		TAILQ_REMOVE(&wb.queue, c, wq);
-		wb.queued--;
-		wb.busy = 1;
-		SHM_OBSERVE(write_batch_wait, 0, http_now_ns() - c->wq_since);
-		count_batch(1);
-		rpc_write_single(c, single_done);
-		return;
-	}
-
-	wb.nitems = 0;
-	wb.ngroups = 0;
-	while ((c = TAILQ_FIRST(&wb.queue)) != NULL && wb.nitems < wb.max) {
+	ln->nitems = 0;
+	ln->ngroups = 0;
+	for (c = TAILQ_FIRST(&wb.queue); c != NULL && ln->nitems < wb.max; c = next) {
 		size_t b = item_bytes(c);
 		int g;
 
-		if (wb.nitems > 0 && bytes + b > wb.max_bytes)
+		next = TAILQ_NEXT(c, wq);
+		if (cat_in_flight(c->wcat))
+			continue;
+		if (ln->nitems > 0 && bytes + b > wb.max_bytes)
 			break;
-		for (g = 0; g < wb.ngroups; g++)
-			if (wb.g[g].ns == c->ns)
+		for (g = 0; g < ln->ngroups; g++)
+			if (ln->g[g].ns == c->ns)
 				break;
-		if (g == wb.ngroups) {
+		if (g == ln->ngroups) {
 			if (g == WB_MAX_GROUPS)
 				break;
-			wb.g[g].ns = c->ns;
+			ln->g[g].ns = c->ns;
 			nscache_ref(c->ns);
-			wb.g[g].n = 0;
-			wb.ngroups++;
+			ln->g[g].n = 0;
+			ln->ngroups++;
 		}
 		TAILQ_REMOVE(&wb.queue, c, wq);
 		wb.queued--;
 		SHM_OBSERVE(write_batch_wait, 0, http_now_ns() - c->wq_since);
-		add_item(wb.g[g].json, c, wb.g[g].n == 0);
-		wb.g[g].n++;
-		wb.items[wb.nitems] = c;
-		wb.item_group[wb.nitems] = g;
-		wb.nitems++;
+		add_item(ln->g[g].json, c, ln->g[g].n == 0);
+		ln->g[g].n++;
+		ln->items[ln->nitems] = c;
+		ln->item_group[ln->nitems] = g;
+		ln->nitems++;
+		c->wlane = ln;
 		bytes += b;
+	}
+	if (ln->nitems == 0)
+		return 0;
+	ln->busy = 1;
+	ln->since = http_now_ns();
+	count_batch(ln->nitems);
+	if (ln->nitems == 1) {
+		/* Alone: the original write_message, one statement. */
+		c = ln->items[0];
+		nscache_unref(ln->g[0].ns);
+		ln->g[0].ns = NULL;
+		evbuffer_drain(ln->g[0].json, evbuffer_get_length(ln->g[0].json));
+		rpc_write_single(c, single_done);
+		return 1;
 	}
 	/*
 	 * Advisory locks are database-wide and keyed by category name alone,
@@ -265,43 +346,104 @@ wb_kick(void)
 	 * finds its locks already held.  Taking them namespace by namespace
 	 * could deadlock against another worker's batch.
 	 */
-	wb.first = 0;
-	if (wb.ngroups > 1) {
-		evbuffer_drain(wb.streams, evbuffer_get_length(wb.streams));
-		for (int i = 0; i < wb.nitems; i++) {
-			evbuffer_add(wb.streams, i ? "," : "[", 1);
-			json_write_cstr(wb.streams, wb.items[i]->pv[1]);
+	ln->first = 0;
+	if (ln->ngroups > 1) {
+		evbuffer_drain(ln->streams, evbuffer_get_length(ln->streams));
+		for (int i = 0; i < ln->nitems; i++) {
+			evbuffer_add(ln->streams, i ? "," : "[", 1);
+			json_write_cstr(ln->streams, ln->items[i]->pv[1]);
 		}
-		evbuffer_add(wb.streams, "]", 2);	/* with the NUL */
-		wb.pv[0] = (const char *)evbuffer_pullup(wb.streams, -1);
-		wb.st[0] = (struct db_stmt){ lock_all_sql, 1, &wb.pv[0], 1 };
-		wb.first = 1;
+		evbuffer_add(ln->streams, "]", 2);	/* with the NUL */
+		ln->pv[0] = (const char *)evbuffer_pullup(ln->streams, -1);
+		ln->st[0] = (struct db_stmt){ lock_all_sql, 1, &ln->pv[0], 1 };
+		ln->first = 1;
 	}
-	for (int g = 0; g < wb.ngroups; g++) {
-		int k = wb.first + g;
-		evbuffer_add(wb.g[g].json, "]", 2);	/* with the NUL */
-		if (group_sql(&wb.g[g]) < 0) {
+	for (int g = 0; g < ln->ngroups; g++) {
+		int k = ln->first + g;
+		evbuffer_add(ln->g[g].json, "]", 2);	/* with the NUL */
+		if (group_sql(&ln->g[g]) < 0) {
 			log_error("out of memory building a write batch");
 			abort();
 		}
-		wb.pv[k] = (const char *)evbuffer_pullup(wb.g[g].json, -1);
-		wb.st[k] = (struct db_stmt){ wb.g[g].sql, 1, &wb.pv[k], 1 };
+		ln->pv[k] = (const char *)evbuffer_pullup(ln->g[g].json, -1);
+		ln->st[k] = (struct db_stmt){ ln->g[g].sql, 1, &ln->pv[k], 1 };
 	}
-	log_debug("write batch writes=%d namespaces=%d bytes=%zu", wb.nitems, wb.ngroups, bytes);
-	wb.busy = 1;
-	count_batch(wb.nitems);
-	db_query_reset(&wb.q);
-	wb.q.stmts = wb.st;
-	wb.q.nstmts = wb.first + wb.ngroups;
-	wb.q.cb = batch_done;
-	wb.q.arg = NULL;
-	db_submit(&wb.q);
+	log_debug("write batch writes=%d namespaces=%d bytes=%zu", ln->nitems, ln->ngroups, bytes);
+	db_query_reset(&ln->q);
+	ln->q.stmts = ln->st;
+	ln->q.nstmts = ln->first + ln->ngroups;
+	ln->q.cb = batch_done;
+	ln->q.arg = ln;
+	db_submit(&ln->q);
+	return 1;
+}
+
+/*
+ * Send what is queued.  The first lane batches as described at the top;
+ * the others are used only while some busy lane is stalled (busy longer
+ * than WB_STALL_NS), and then for categories not in flight.
+ */
+static void
+wb_kick(void)
+{
+	uint64_t now, oldest = 0;
+	int stalled = 0, waiting;
+
+	if (TAILQ_EMPTY(&wb.queue))
+		return;
+	now = http_now_ns();
+	for (int l = 0; l < wb.nlanes; l++) {
+		struct wb_lane *ln = &wb.lane[l];
+
+		if (ln->busy) {
+			if (now - ln->since >= WB_STALL_NS)
+				stalled = 1;
+			else if (!oldest || ln->since < oldest)
+				oldest = ln->since;
+		}
+	}
+	for (int l = 0; l < wb.nlanes && !TAILQ_EMPTY(&wb.queue); l++) {
+		struct wb_lane *ln = &wb.lane[l];
+		int anybusy = 0;
+
+		if (ln->busy)
+			continue;
+		for (int k = 0; k < wb.nlanes; k++)
+			anybusy |= wb.lane[k].busy;
+		if (anybusy && !stalled)
+			break;
+		if (!lane_send(ln))
+			break;
+	}
+	/* Writes still waiting behind busy lanes: look again when one stalls. */
+	waiting = !TAILQ_EMPTY(&wb.queue);
+	if (waiting && oldest && !evtimer_pending(wb.stall, NULL)) {
+		uint64_t d = oldest + WB_STALL_NS - now;
+		struct timeval tv = { (time_t)(d / 1000000000ULL), (suseconds_t)(d % 1000000000ULL / 1000) };
+
+		evtimer_add(wb.stall, &tv);
+	}
+}
+
+/* FNV-1a of the stream's category (up to the first '-'): the lock's key. */
+static uint64_t
+category_hash(const char *stream)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = stream; *p && *p != '-'; p++) {
+		h ^= (unsigned char)*p;
+		h *= 1099511628211ULL;
+	}
+	return h;
 }
 
 void
 wb_submit(struct rpc_ctx *c)
 {
 	c->wq_since = http_now_ns();
+	c->wcat = category_hash(c->pv[1]);
+	c->wlane = NULL;
 	TAILQ_INSERT_TAIL(&wb.queue, c, wq);
 	wb.queued++;
 	wb_kick();

@@ -8,8 +8,13 @@
 
 struct rpc_ctx;
 
-/* max writes per batch (1 = one write per transaction) and JSON bytes. */
-void wb_init(int max, size_t max_bytes);
+struct event_base;
+
+/*
+ * max writes per batch (1 = one write per transaction) and JSON bytes;
+ * pool = PostgreSQL connections of the worker (lanes use all but one).
+ */
+void wb_init(struct event_base *base, int max, size_t max_bytes, int pool);
 /* Queue a validated write (c->ns, c->msgid and c->pv[0..5] set). */
 void wb_submit(struct rpc_ctx *c);
 
