@@ -60,11 +60,12 @@ static const struct option_def options[] = {
 	{ "check-config",   OPT_BOOL, O(check_config),   "false",    NULL,    "validate the configuration (file, environment, flags), exit 0 if valid, 1 if not", CF_CLI },
 	{ "config",         OPT_STR,  O(config),         "",         "FILE",  "configuration file of \"name = value\" lines", CF_RESTART | CF_NOFILE },
 	{ "db-pool",        OPT_INT,  O(db_pool),        "4",        "N",     "PostgreSQL connections per worker", 0 },
+	{ "db-timeout",     OPT_INT,  O(db_timeout),     "10",       "SECS",  "deadline of a request's database work: statement_timeout, and a silent connection is dropped 1 s later (0: none)", 0 },
 	{ "db-url",         OPT_STR,  O(db_url),         "",         "URL",   "PostgreSQL URL or conninfo (none with --test-mode: private cluster)", CF_RESTART | CF_SECRET },
 	{ "enable-test-rpc", OPT_BOOL, O(enable_test_rpc), "false",  NULL,    "tests only: /debug/test/ endpoints that allocate and burn CPU (loopback or admin token)", CF_RESTART },
 	{ "group",          OPT_STR,  O(group),          "",         "GROUP", "group to run as (default: the primary group of --user)", CF_RESTART },
 	{ "header-timeout", OPT_INT,  O(header_timeout), "10",       "SECS",  "seconds to receive a full header block", 0 },
-	{ "heartbeat-timeout", OPT_INT, O(heartbeat_timeout), "10",  "SECS",  "kill and replace a worker silent for this long (0: never)", 0 },
+	{ "heartbeat-timeout", OPT_INT, O(heartbeat_timeout), "3",   "SECS",  "kill and replace a worker silent for this long (0: never)", 0 },
 	{ "host",           OPT_STR,  O(host),           "0.0.0.0",  "ADDR",  "address to listen on", CF_RESTART },
 	{ "idle-timeout",   OPT_INT,  O(idle_timeout),   "120",      "SECS",  "keep-alive idle timeout", 0 },
 	{ "log-format",     OPT_STR,  O(log_format),     "console",  "FMT",   "console (key=value lines) or json", 0 },
@@ -419,6 +420,10 @@ validate(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "port must be between 1 and 65535");
 		return -1;
 	}
+	if (cfg->db_timeout < 0 || cfg->db_timeout > 3600) {
+		snprintf(err, errlen, "db-timeout must be between 0 and 3600");
+		return -1;
+	}
 	if (cfg->db_pool < 1 || cfg->db_pool > 64) {
 		snprintf(err, errlen, "db-pool must be between 1 and 64");
 		return -1;
@@ -481,6 +486,47 @@ validate(const struct config *cfg, char *err, size_t errlen)
 }
 
 /* ---- loading */
+
+char **
+cfg_argv_copy(int argc, char **argv)
+{
+	char **v = calloc((size_t)argc + 1, sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (int i = 0; i < argc; i++)
+		if (!(v[i] = strdup(argv[i])))
+			return NULL;	/* start-up: the caller exits */
+	return v;
+}
+
+void
+cfg_argv_hide(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i], *name, *eq, *val = NULL;
+		const struct option_def *o;
+		size_t nlen;
+
+		if (a[0] != '-' || a[1] == '\0')
+			break;
+		name = a + 1;
+		if (*name == '-')
+			name++;
+		if (*name == '\0')
+			break;
+		eq = strchr(name, '=');
+		nlen = eq ? (size_t)(eq - name) : strlen(name);
+		if (!(o = find_option(name, nlen)))
+			break;
+		if (eq)
+			val = eq + 1;
+		else if (o->type != OPT_BOOL && i + 1 < argc)
+			val = argv[++i];
+		if (val && (o->flags & CF_SECRET))
+			memset(val, 'x', strlen(val));
+	}
+}
 
 int
 cfg_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen)

@@ -31,6 +31,7 @@ struct config {
 	char	*log_level;
 	char	*log_format;
 	int	 db_pool;
+	int	 db_timeout;	/* seconds, 0 = no database deadline */
 	long	 max_body;
 	long	 max_header;
 	int	 header_timeout;
@@ -78,6 +79,13 @@ struct config {
  * Used at start and again for every reload (the same argv).
  */
 int cfg_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+/*
+ * A private copy of argv (what reloads parse), then the secrets of the
+ * real one (--token, --db-url values) overwritten in place, so ps(1) and
+ * /proc/PID/cmdline don't show them to other local users.
+ */
+char **cfg_argv_copy(int argc, char **argv);
+void cfg_argv_hide(int argc, char **argv);
 void cfg_free(struct config *cfg);
 
 /* --help: the option list. */

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bootstrap.h"
@@ -34,6 +36,9 @@
 #include "sse.h"
 #include "testpg.h"
 
+#define BIND_RETRY_MS		3000
+#define BIND_RETRY_STEP_MS	50
+
 static struct testpg testpg;
 
 static int
@@ -41,7 +46,7 @@ bind_socket(const char *host, int port, char *err, size_t errlen)
 {
 	struct addrinfo hints, *res, *ai;
 	char portstr[16];
-	int fd = -1, rc, one = 1;
+	int fd = -1, rc, one = 1, e = 0;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -61,11 +66,13 @@ bind_socket(const char *host, int port, char *err, size_t errlen)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
-		snprintf(err, errlen, "could not bind %s:%d: %s", host, port, strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "could not bind %s:%d: %s", host, port, strerror(e));
 		close(fd);
 		fd = -1;
 	}
 	freeaddrinfo(res);
+	errno = e;	/* the bind error, for the caller's retry */
 	return fd;
 }
 
@@ -89,12 +96,13 @@ main(int argc, char **argv)
 {
 	struct config *cfgp;
 	struct heritage h;
+	char **margv;
 	struct boot_opts bo;
 	struct srv_runas ra;
 	sigset_t origmask;
 	char err[1024];
 	const char *conninfo;
-	int fd, nworkers, rc, level, checking = 0;
+	int fd, nworkers, rc, level, checking = 0, waited_bind = 0;
 
 	/* Subcommands and the original's invocation forms (api.md 11.1). */
 	if (argc >= 2) {
@@ -154,6 +162,12 @@ main(int argc, char **argv)
 	}
 	if (cfgp->warnings[0])
 		fprintf(stderr, "eventodbd: warning: %s\n", cfgp->warnings);
+	/* Reloads parse a private copy; ps shows no token or database URL. */
+	if (!(margv = cfg_argv_copy(argc, argv))) {
+		fprintf(stderr, "eventodbd: out of memory\n");
+		return 1;
+	}
+	cfg_argv_hide(argc, argv);
 	if (cfgp->check_config) {
 		printf("eventodbd: configuration is valid\n");
 		return 0;
@@ -174,7 +188,27 @@ main(int argc, char **argv)
 		log_msg(LOG_FATAL, "%s", err);
 		return 1;
 	}
-	fd = bind_socket(cfgp->host, cfgp->port, err, sizeof(err));
+	/*
+	 * A new master started right after the old one was killed (systemd
+	 * Restart=on-failure) can find the port still held by the old
+	 * workers: they close their listening socket as soon as they see the
+	 * master gone, but on a busy machine that may take a moment.  Retry
+	 * EADDRINUSE for BIND_RETRY_MS (battery T05).
+	 */
+	for (int waited = 0;; waited += BIND_RETRY_STEP_MS) {
+		struct timespec ts = { 0, BIND_RETRY_STEP_MS * 1000000L };
+
+		fd = bind_socket(cfgp->host, cfgp->port, err, sizeof(err));
+		if (fd >= 0 || errno != EADDRINUSE || waited >= BIND_RETRY_MS)
+			break;
+		waited_bind = 1;
+		if (waited == 0)
+			log_warn("port %d is busy; retrying for up to %d ms (workers of a previous "
+			    "master may still be exiting)", cfgp->port, BIND_RETRY_MS);
+		nanosleep(&ts, NULL);
+	}
+	if (fd >= 0 && waited_bind)
+		log_info("port %d bound after waiting for it", cfgp->port);
 	if (fd < 0) {
 		log_msg(LOG_FATAL, "%s", err);
 		return 1;
@@ -187,6 +221,13 @@ main(int argc, char **argv)
 		log_info("running as user %s uid=%ld gid=%ld", ra.user, (long)ra.uid, (long)ra.gid);
 	if (ra.note[0])
 		log_warn("%s", ra.note);
+	/*
+	 * Nothing eventodbd starts (initdb, pg_ctl, postgres in test mode)
+	 * gains privileges through execve(): no_new_privs for this process and
+	 * all it forks, as systemd's NoNewPrivileges=yes does.
+	 */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		log_warn("could not set no_new_privs: %s", strerror(errno));
 	/*
 	 * From here on everything runs as the service user: the test-mode
 	 * cluster, the shared-memory segment and any file belong to it.
@@ -242,7 +283,7 @@ main(int argc, char **argv)
 		log_msg(LOG_FATAL, "out of memory");
 		return 1;
 	}
-	rc = srv_master_run(&h, cfgp, argc, argv, &origmask);	/* owns cfgp now */
+	rc = srv_master_run(&h, cfgp, argc, margv, &origmask);	/* owns cfgp now */
 	if (h.listen_fd >= 0)
 		close(h.listen_fd);
 	log_info("eventodbd stopped");

@@ -18,14 +18,19 @@
  * keep exiting within QUICK_DEATH_S of their start (or with
  * WRK_EXIT_INIT), the second and later ones in a row are replaced after an
  * exponential back-off (100 ms doubling up to 30 s), so a worker that
- * cannot start does not spin.  A worker that sends no heartbeat for
+ * cannot start does not spin.  A worker that exits with WRK_EXIT_FATAL
+ * (its configuration cannot work) is not replaced: the slot stays empty
+ * until a reload, and when no worker is left at all the master exits 1.
+ * A worker that sends no heartbeat for
  * heartbeat-timeout seconds (its event loop is stuck) gets SIGKILL and is
  * replaced.
  * RELOADING (SIGHUP): the configuration is loaded and validated in full
  * first (cfg_load); an invalid one is logged and changes nothing.  A valid
  * one starts generation G+1.  The listening socket never closes: it stays
  * open in the master, and a worker of generation G keeps accepting until
- * the G+1 worker of its slot reports that it accepts; only then does it
+ * the G+1 worker of its slot reports READY (it accepts and has a database
+ * connection: one that cannot reach PostgreSQL does not take over); only
+ * then does it
  * get SIGTERM and drain (no connection refused, no request cut off).
  * Older workers still draining when the reload is declared finished are
  * tracked until they exit, and killed after shutdown-timeout.
@@ -68,6 +73,7 @@
 #define MAX_BACKOFF_MS		30000
 #define TICK_MS			100
 #define KILL_WAIT_S		5	/* after SIGKILL, how long to wait for the reaping */
+#define NOT_READY_WARN_S	10	/* log a worker that is not READY after this long */
 
 enum ms_state { MS_START, MS_READY, MS_RELOADING, MS_DRAINING, MS_STOPPED };
 static const char *const ms_names[] = {
@@ -87,6 +93,7 @@ struct wproc {
 	double		 t_beat;	/* last READY or heartbeat */
 	double		 t_retire;	/* when SIGTERM was sent */
 	int		 killed;	/* SIGKILL sent */
+	int		 slow_noted;	/* "not ready" logged */
 };
 
 /* A worker number of the current generation. */
@@ -94,6 +101,7 @@ struct wslot {
 	double		 next_start;	/* when an empty slot may be refilled */
 	int		 backoff_ms;
 	int		 quick_deaths;	/* early deaths in a row */
+	int		 fatal;		/* its worker exited WRK_EXIT_FATAL: left empty */
 };
 
 static enum ms_state state;
@@ -203,15 +211,32 @@ current(int slot)
 	return NULL;
 }
 
+/* Every slot's worker exited WRK_EXIT_FATAL and nothing runs any more. */
+static int
+all_fatal(void)
+{
+	for (int s = 0; s < nslots; s++)
+		if (!slots[s].fatal)
+			return 0;
+	return nslots > 0 && live_procs() == 0;
+}
+
+/* Every slot has a ready worker (slots left empty as fatal do not count,
+ * so a start with one unusable worker still reaches READY). */
 static int
 all_ready(void)
 {
+	int ready = 0;
+
 	for (int s = 0; s < nslots; s++) {
 		struct wproc *p = current(s);
+		if (!p && slots[s].fatal)
+			continue;
 		if (!p || p->st != WP_READY)
 			return 0;
+		ready++;
 	}
-	return 1;
+	return ready > 0;
 }
 
 static int
@@ -305,6 +330,13 @@ exited(struct wproc *p, int status)
 		return;
 	}
 	s = &slots[p->slot];
+	if (WIFEXITED(status) && WEXITSTATUS(status) == WRK_EXIT_FATAL) {
+		s->fatal = 1;
+		log_error("worker %d exited %s pid=%d gen=%u: fatal configuration error, not "
+		    "restarting it (a reload retries)", p->slot, how, (int)p->pid, p->gen);
+		p->pid = 0;
+		return;
+	}
 	/*
 	 * The first early death is replaced at once like any crash; from the
 	 * second one in a row the slot backs off (100 ms doubling).  A worker
@@ -475,7 +507,7 @@ tick(void)
 
 	/* Fill empty slots of the current generation. */
 	for (int s = 0; s < nslots; s++)
-		if (!current(s) && now >= slots[s].next_start)
+		if (!current(s) && !slots[s].fatal && now >= slots[s].next_start)
 			spawn(s);
 
 	/* Retire older workers once their replacement accepts. */
@@ -499,6 +531,12 @@ tick(void)
 
 		if (!p->pid || p->killed)
 			continue;
+		if (p->st == WP_STARTING && !p->slow_noted && now - p->t_start > NOT_READY_WARN_S) {
+			log_warn("worker %d pid=%d gen=%u not ready after %d s (no database connection "
+			    "yet?)%s", p->slot, (int)p->pid, p->gen, NOT_READY_WARN_S,
+			    p->gen != generation ? "" : old_serving() ? "; the previous generation keeps serving" : "");
+			p->slow_noted = 1;
+		}
 		if (p->st == WP_RETIRING) {
 			if (now - p->t_retire > cur->shutdown_timeout) {
 				log_warn("worker %d pid=%d gen=%u still draining after %d s: sending SIGKILL",
@@ -533,6 +571,7 @@ srv_master_run(struct heritage *h, struct config *cfg, int argc, char **argv,
     const sigset_t *waitmask)
 {
 	double gave_up = 0;
+	int rc = 0;
 
 	tmpl = h;
 	cur = cfg;
@@ -582,6 +621,11 @@ srv_master_run(struct heritage *h, struct config *cfg, int argc, char **argv,
 				reload();
 		}
 		tick();
+		if (state != MS_DRAINING && all_fatal()) {
+			log_error("every worker exited with a fatal configuration error: stopping");
+			set_state(MS_STOPPED);
+			rc = 1;
+		}
 		if (state == MS_DRAINING) {
 			if (!live_procs())
 				set_state(MS_STOPPED);
@@ -601,5 +645,5 @@ srv_master_run(struct heritage *h, struct config *cfg, int argc, char **argv,
 	close(status_pipe[1]);
 	free(slots);
 	free(procs);
-	return 0;
+	return rc;
 }

@@ -9,6 +9,20 @@
  *
  * Nothing here blocks: sockets are watched by the worker's event base,
  * writes that do not fit the socket buffer wait for EV_WRITE (PQflush).
+ *
+ * Deadlines (db_set_timeout): PostgreSQL cancels a statement running
+ * longer than the timeout (statement_timeout, a clean error); a
+ * connection that does not answer within the timeout plus one second
+ * (PostgreSQL frozen or unreachable) is dropped and its query fails, as
+ * does a query that waited that long for a free connection, and a
+ * connection attempt is abandoned after connect_timeout (default 2 s).
+ *
+ * Reconnecting: a lost connection is retried after 50 ms, doubling up to
+ * 500 ms while the whole pool is down, with jitter.  While the pool is
+ * down only its first connection probes; when it gets through, each
+ * connection that comes up starts the next one (after ~100 ms).  While part of the pool
+ * is up (e.g. PostgreSQL is out of connections, 53300) the others back
+ * off up to 5 s.  Failed attempts are logged at most once per 10 s per worker.
  */
 #include "config.h"
 
@@ -16,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -35,6 +50,7 @@ struct db_conn {
 	PGconn		*pg;
 	struct event	*ev;		/* socket readiness */
 	struct event	*retry;		/* reconnect timer */
+	struct event	*deadline;	/* connect or query deadline */
 	int		 backoff_ms;
 	struct db_query	*cur;
 	int		 ncmds, cmd;	/* commands sent / being read */
@@ -49,6 +65,34 @@ static char *db_conninfo;
 static struct db_conn *pool;
 static int npool;
 static struct db_conn listen_conn;
+
+/* Deadlines (ms, 0 = none) and the `options` connection parameter. */
+static int db_timeout_ms;
+static int db_connect_ms = 2000;
+static char db_options[160] = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3";
+static char db_tcp_user_timeout[16] = "0";
+static struct event *qwait_ev;	/* fails queries waiting too long */
+
+#define BACKOFF_FIRST_MS	50
+#define BACKOFF_DOWN_MS		500	/* cap while the whole pool is down */
+#define BACKOFF_PARTIAL_MS	5000	/* cap while part of the pool is up */
+#define FAIL_LOG_EVERY_NS	10000000000ull
+
+/*
+ * Stalled: a pool connection gave no answer within the deadline, so
+ * PostgreSQL is frozen or cut off.  Until a connection proves it answers
+ * again (a probe query, or a new connection), queries fail at once
+ * instead of each waiting out the deadline (worker/wbatch.c's lane would
+ * otherwise wait twice).
+ */
+static int db_stalled;
+static int probe_busy;
+static struct db_query probe_q;
+static const struct db_stmt probe_stmt = { "SELECT 1", 0, NULL, 0 };
+
+static uint64_t fail_logged_ns;	/* last "connection failed" warning */
+static int fail_suppressed;
+static uint32_t jitter_state;
 
 /* Channels the LISTEN connection listens on. */
 #define MAX_CHANNELS	4
@@ -76,6 +120,9 @@ static struct event *fail_ev;	/* fails queued queries outside db_submit */
 
 
 static void conn_start(struct db_conn *dc);
+static void conn_down(struct db_conn *dc, const char *why);
+static int send_query(struct db_conn *dc, struct db_query *q);
+static void fail_waiting(const char *msg);
 static void conn_event(evutil_socket_t fd, short what, void *arg);
 static void pump(void);
 
@@ -136,6 +183,52 @@ prep_forget(struct db_conn *dc, uint64_t h)
 		prep_find(dc, keep[i], 1);
 }
 
+static int
+pool_up(void)
+{
+	for (int i = 0; i < npool; i++)
+		if (pool[i].state == DC_READY || pool[i].state == DC_BUSY)
+			return 1;
+	return 0;
+}
+
+/* ms scaled by a factor in [0.75, 1.25): workers do not retry in step. */
+static int
+jitter(int ms)
+{
+	jitter_state ^= jitter_state << 13;
+	jitter_state ^= jitter_state >> 17;
+	jitter_state ^= jitter_state << 5;
+	return ms * 3 / 4 + (int)(jitter_state % (unsigned)(ms / 2 + 1));
+}
+
+static void
+timer_in(struct event *ev, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+deadline_arm(struct db_conn *dc, int ms)
+{
+	if (ms <= 0)
+		return;
+	if (!dc->deadline && !(dc->deadline = evtimer_new(db_base, deadline_cb, dc)))
+		return;
+	timer_in(dc->deadline, ms);
+}
+
+static void
+deadline_disarm(struct db_conn *dc)
+{
+	if (dc->deadline)
+		evtimer_del(dc->deadline);
+}
+
 static void
 watch(struct db_conn *dc, short what)
 {
@@ -151,6 +244,7 @@ finish_query(struct db_conn *dc, const char *errmsg)
 	struct db_query *q = dc->cur;
 
 	dc->cur = NULL;
+	deadline_disarm(dc);
 	if (!q)
 		return;
 	if (errmsg && !q->err)
@@ -180,13 +274,142 @@ fail_waiting(const char *msg)
 static void
 retry_cb(evutil_socket_t fd, short what, void *arg)
 {
-	conn_start(arg);
+	struct db_conn *dc = arg;
+
+	/* While the whole pool is down only pool[0] probes; the others
+	 * (and the LISTEN connection) wait until it gets through. */
+	if (dc != &pool[0] && !pool_up()) {
+		timer_in(dc->retry, jitter(BACKOFF_DOWN_MS));
+		return;
+	}
+	conn_start(dc);
+}
+
+/*
+ * A pool connection got through: start the next one still waiting about
+ * CHAIN_MS later (each success starts one more, so the pool refills
+ * within a fraction of a second after an outage, and stops growing at the
+ * first refusal, e.g. 53300; the pause lets workers that have no
+ * connection at all, probing every 500 ms, get some of the slots that
+ * just became free), and the LISTEN connection at once if the pool was
+ * down.
+ */
+#define CHAIN_MS	100
+
+static void
+kick_down_conns(int was_down)
+{
+	for (int i = 0; i < npool; i++)
+		if (pool[i].state == DC_DOWN && pool[i].retry) {
+			timer_in(pool[i].retry, jitter(CHAIN_MS));
+			break;
+		}
+	if (was_down && listen_conn.listen && listen_conn.state == DC_DOWN && listen_conn.retry)
+		timer_in(listen_conn.retry, 0);
 }
 
 static void
-conn_down(struct db_conn *dc, const char *why)
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct db_conn *dc = arg;
+	char why[96];
+
+	if (dc->state == DC_CONNECTING) {
+		snprintf(why, sizeof(why), "no connection within %d ms", db_connect_ms);
+		conn_down(dc, why);
+	} else if (dc->state == DC_BUSY) {
+		snprintf(why, sizeof(why), "no answer within %d ms", db_timeout_ms + 1000);
+		if (!dc->listen && !db_stalled) {
+			db_stalled = 1;
+			log_warn("PostgreSQL is not answering: queries fail at once until it does");
+		}
+		finish_query(dc, "PostgreSQL did not answer in time");
+		conn_down(dc, why);
+		if (db_stalled)
+			fail_waiting("PostgreSQL is not answering");
+		pump();	/* the probe */
+	}
+}
+
+static void
+stall_over(void)
+{
+	if (db_stalled) {
+		db_stalled = 0;
+		log_info("PostgreSQL answers again");
+	}
+}
+
+static void
+probe_done(struct db_query *q)
+{
+	probe_busy = 0;
+	if (!db_failed(q))
+		stall_over();
+	db_query_reset(q);
+	pump();
+}
+
+/* While stalled, one SELECT 1 in flight on a ready connection. */
+static void
+probe_send(void)
+{
+	for (int i = 0; i < npool && !probe_busy; i++) {
+		struct db_conn *dc = &pool[i];
+
+		if (dc->state != DC_READY)
+			continue;
+		probe_q.stmts = &probe_stmt;
+		probe_q.nstmts = 1;
+		probe_q.cb = probe_done;
+		probe_q.err = NULL;
+		probe_q.errmsg = NULL;
+		if (send_query(dc, &probe_q) < 0) {
+			dc->cur = NULL;
+			conn_down(dc, PQerrorMessage(dc->pg));
+			continue;
+		}
+		dc->t_sent = evshm_mono_ns();
+		deadline_arm(dc, db_timeout_ms + 1000);
+		SHM_GAUGE_ADD(db_pool_busy, 1);
+		probe_busy = 1;
+	}
+}
+
+/* Fail the queries that waited too long for a free connection. */
+static void
+qwait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t limit = (uint64_t)(db_timeout_ms + 1000) * 1000000ull;
+	uint64_t now = evshm_mono_ns();
+	struct db_query *q;
+
+	while ((q = TAILQ_FIRST(&waitq)) != NULL && now - q->t_submit >= limit) {
+		TAILQ_REMOVE(&waitq, q, entry);
+		SHM_GAUGE_ADD(db_queue, -1);
+		SHM_INC(db_rejected);
+		q->errmsg = "no database connection became free in time";
+		q->cb(q);
+	}
+	if ((q = TAILQ_FIRST(&waitq)) != NULL)
+		timer_in(qwait_ev, (int)((limit - (now - q->t_submit)) / 1000000ull) + 1);
+}
+
+static void
+conn_down(struct db_conn *dc, const char *why_in)
 {
 	int was_up = dc->state == DC_READY || dc->state == DC_BUSY;
+	char why[512];
+	size_t n;
+
+	/* libpq's messages end in a newline and may span lines: one line. */
+	snprintf(why, sizeof(why), "%s", why_in ? why_in : "");
+	for (char *p = why; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	n = strlen(why);
+	while (n > 0 && why[n - 1] == ' ')
+		why[--n] = '\0';
 
 	if (dc->ev) {
 		event_free(dc->ev);
@@ -197,23 +420,39 @@ conn_down(struct db_conn *dc, const char *why)
 		dc->pg = NULL;
 	}
 	dc->state = DC_DOWN;
+	deadline_disarm(dc);
 	prep_forget_all(dc);
 	SHM_INC(db_disconnects);
 	if (was_up && !dc->listen)
 		SHM_GAUGE_ADD(db_pool_open, -1);
-	if (was_up || dc->backoff_ms == 0 || dc->backoff_ms >= 1000)
-		log_warn("database connection %d %s: %s", dc->idx,
-		    was_up ? "lost" : "failed", why);
+	if (was_up) {
+		log_warn("database connection %d lost: %s", dc->idx, why);
+	} else {
+		/* Failed attempts repeat (e.g. 53300 too many clients): at
+		 * most one warning per 10 s per worker. */
+		uint64_t now = evshm_mono_ns();
+		if (fail_logged_ns == 0 || now - fail_logged_ns >= FAIL_LOG_EVERY_NS) {
+			if (fail_suppressed)
+				log_warn("database connection %d failed: %s (and %d more failures in the last %d s)",
+				    dc->idx, why, fail_suppressed,
+				    (int)((now - fail_logged_ns) / 1000000000ull));
+			else
+				log_warn("database connection %d failed: %s", dc->idx, why);
+			fail_logged_ns = now;
+			fail_suppressed = 0;
+		} else
+			fail_suppressed++;
+	}
 	finish_query(dc, "connection to PostgreSQL lost");
-	/* Capped at 500 ms so that service resumes within about half a
-	 * second of PostgreSQL coming back (t/93-pgrestart.t: within 2 s). */
-	dc->backoff_ms = dc->backoff_ms ? dc->backoff_ms * 2 : 50;
-	if (dc->backoff_ms > 500)
-		dc->backoff_ms = 500;
+	/* Capped at 500 ms while nothing is up, so that service resumes
+	 * within about half a second of PostgreSQL coming back
+	 * (t/93-pgrestart.t, t/battery/20-pg-restart.t: within 2 s). */
+	dc->backoff_ms = dc->backoff_ms ? dc->backoff_ms * 2 : BACKOFF_FIRST_MS;
+	if (dc->backoff_ms > (!dc->listen && pool_up() ? BACKOFF_PARTIAL_MS : BACKOFF_DOWN_MS))
+		dc->backoff_ms = !dc->listen && pool_up() ? BACKOFF_PARTIAL_MS : BACKOFF_DOWN_MS;
 	if (!dc->retry)
 		dc->retry = evtimer_new(db_base, retry_cb, dc);
-	struct timeval tv = { dc->backoff_ms / 1000, (dc->backoff_ms % 1000) * 1000 };
-	evtimer_add(dc->retry, &tv);
+	timer_in(dc->retry, jitter(dc->backoff_ms));
 	if (!dc->listen && !db_available())
 		fail_waiting("PostgreSQL is unavailable");
 	if (dc->listen) {
@@ -260,6 +499,7 @@ lq_send_next(struct db_conn *dc)
 		conn_down(dc, PQerrorMessage(dc->pg));
 		return;
 	}
+	deadline_arm(dc, db_timeout_ms ? db_timeout_ms + 1000 : 0);
 	watch(dc, f ? EV_READ | EV_WRITE | EV_PERSIST : EV_READ | EV_PERSIST);
 }
 
@@ -278,6 +518,9 @@ lq_push_listen(struct db_conn *dc, int i)
 static void
 conn_ready(struct db_conn *dc)
 {
+	int was_down = !pool_up();
+
+	deadline_disarm(dc);
 	PQsetnonblocking(dc->pg, 1);
 	if (dc->backoff_ms > 0)
 		SHM_INC(db_reconnects);
@@ -301,7 +544,9 @@ conn_ready(struct db_conn *dc)
 	}
 	dc->state = DC_READY;
 	SHM_GAUGE_ADD(db_pool_open, 1);
+	stall_over();	/* a new session: PostgreSQL answers */
 	watch(dc, EV_READ | EV_PERSIST);
+	kick_down_conns(was_down);
 	pump();
 }
 
@@ -326,12 +571,16 @@ connect_poll(struct db_conn *dc)
 static void
 conn_start(struct db_conn *dc)
 {
+	/* Defaults before dbname, which the URL may override (TCP only:
+	 * detect a dead peer); the rest after it, fixed. */
 	static const char *const keys[] = {
+		"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+		"tcp_user_timeout",
 		"dbname", "options", "client_encoding", "application_name", NULL
 	};
 	const char *vals[] = {
-		db_conninfo, "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3",
-		"UTF8", "eventodbd", NULL
+		"1", "10", "2", "3", db_tcp_user_timeout,
+		db_conninfo, db_options, "UTF8", "eventodbd", NULL
 	};
 
 	dc->pg = PQconnectStartParams(keys, vals, 1);
@@ -340,6 +589,7 @@ conn_start(struct db_conn *dc)
 		return;
 	}
 	dc->state = DC_CONNECTING;
+	deadline_arm(dc, db_connect_ms);
 	connect_poll(dc);
 }
 
@@ -398,6 +648,10 @@ send_query(struct db_conn *dc, struct db_query *q)
 static void
 pump(void)
 {
+	if (db_stalled) {
+		probe_send();
+		return;
+	}
 	for (int i = 0; i < npool && !TAILQ_EMPTY(&waitq); i++) {
 		struct db_conn *dc = &pool[i];
 		struct db_query *q;
@@ -414,6 +668,7 @@ pump(void)
 			continue;
 		}
 		dc->t_sent = evshm_mono_ns();
+		deadline_arm(dc, db_timeout_ms ? db_timeout_ms + 1000 : 0);
 		SHM_GAUGE_ADD(db_queue, -1);
 		SHM_GAUGE_ADD(db_pool_busy, 1);
 		SHM_INC(db_queries);
@@ -507,6 +762,7 @@ listen_read(struct db_conn *dc)
 			continue;
 		}
 		/* The query at the head of the queue is complete. */
+		deadline_disarm(dc);
 		if (nlq > 0) {
 			void (*done)(void *, int) = lq[0].done;
 			void *arg = lq[0].arg;
@@ -565,17 +821,44 @@ conn_event(evutil_socket_t fd, short what, void *arg)
 static void
 fail_cb(evutil_socket_t fd, short what, void *arg)
 {
-	if (!db_available())
+	if (db_stalled)
+		fail_waiting("PostgreSQL is not answering");
+	else if (!db_available())
 		fail_waiting("PostgreSQL is unavailable");
 	else
 		pump();
 }
 
+void
+db_set_timeout(int secs)
+{
+	db_timeout_ms = secs > 0 ? secs * 1000 : 0;
+	if (db_timeout_ms)
+		snprintf(db_options, sizeof(db_options),
+		    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c statement_timeout=%d",
+		    db_timeout_ms);
+	snprintf(db_tcp_user_timeout, sizeof(db_tcp_user_timeout), "%d",
+	    db_timeout_ms ? db_timeout_ms + 1000 : 0);
+}
+
 int
 db_init(struct event_base *base, const char *conninfo, int n)
 {
+	PQconninfoOption *opts;
+
 	db_base = base;
 	fail_ev = evtimer_new(base, fail_cb, NULL);
+	qwait_ev = evtimer_new(base, qwait_cb, NULL);
+	jitter_state = (uint32_t)getpid() * 2654435761u ^ (uint32_t)evshm_mono_ns();
+	if (!jitter_state)
+		jitter_state = 1;
+	/* libpq leaves connect_timeout to us in non-blocking mode. */
+	if ((opts = PQconninfoParse(conninfo, NULL)) != NULL) {
+		for (PQconninfoOption *o = opts; o->keyword; o++)
+			if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+				db_connect_ms = (atoi(o->val) < 2 ? 2 : atoi(o->val)) * 1000;
+		PQconninfoFree(opts);
+	}
 	db_conninfo = strdup(conninfo);
 	pool = calloc((size_t)n, sizeof(*pool));
 	if (!pool || !db_conninfo)
@@ -629,9 +912,11 @@ conn_close_final(struct db_conn *dc)
 		event_free(dc->ev);
 	if (dc->retry)
 		event_free(dc->retry);
+	if (dc->deadline)
+		event_free(dc->deadline);
 	if (dc->pg)
 		PQfinish(dc->pg);
-	dc->ev = dc->retry = NULL;
+	dc->ev = dc->retry = dc->deadline = NULL;
 	dc->pg = NULL;
 	dc->state = DC_DOWN;
 }
@@ -651,7 +936,7 @@ db_submit(struct db_query *q)
 	q->errmsg = NULL;
 	q->t_submit = evshm_mono_ns();
 	SHM_GAUGE_ADD(db_queue, 1);
-	if (!db_available()) {
+	if (!db_available() || db_stalled) {
 		/* Fail on the next loop turn, never inside db_submit. */
 		struct timeval now = { 0, 0 };
 		TAILQ_INSERT_TAIL(&waitq, q, entry);
@@ -660,6 +945,8 @@ db_submit(struct db_query *q)
 	}
 	TAILQ_INSERT_TAIL(&waitq, q, entry);
 	pump();
+	if (db_timeout_ms && !TAILQ_EMPTY(&waitq) && !evtimer_pending(qwait_ev, NULL))
+		timer_in(qwait_ev, db_timeout_ms + 1000);
 }
 
 void

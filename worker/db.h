@@ -11,7 +11,9 @@
  *
  * Queries wait in FIFO order for a free connection.  When PostgreSQL is
  * unreachable, queued and new queries fail at once with a message instead
- * of hanging; connections are re-established in the background.
+ * of hanging; when it is frozen or slow they fail at the deadline
+ * (db_set_timeout), and after one such silence at once until a probe
+ * gets an answer; connections are re-established in the background.
  */
 #ifndef EVENTODB_DB_H
 #define EVENTODB_DB_H
@@ -45,6 +47,13 @@ struct db_query {
 	uint64_t	 t_submit;
 	TAILQ_ENTRY(db_query) entry;
 };
+
+/*
+ * Deadline of a database round trip, in seconds (0: none), set before
+ * db_init: statement_timeout on each connection; a connection silent for
+ * one second longer, or a query queued that long, fails the query.
+ */
+void db_set_timeout(int secs);
 
 /* Connect the pool: n connections to conninfo. */
 int db_init(struct event_base *base, const char *conninfo, int n);

@@ -35,7 +35,8 @@ struct heritage {
 /*
  * Worker -> master messages on status_fd: fixed size, so each write is
  * atomic (< PIPE_BUF) and the master reads whole messages.  READY once
- * the worker accepts connections; BEAT every second from its event loop
+ * the worker accepts connections and a database connection is up; BEAT
+ * every second from its event loop
  * (a worker silent for heartbeat-timeout seconds is killed as hung).
  */
 #define WRK_MSG_READY	1

@@ -314,6 +314,13 @@ sub external { return $ENV{EVENTODB_TEST_EXTERNAL} }
 #   need => [qw(daemon pg)]   features required, else plan skip_all
 #                             (default: ['daemon'])
 #   external_ok => 1          this file can run against EVENTODB_TEST_EXTERNAL
+#   cluster_opts => {..}      settings of the private cluster instead of the
+#                             defaults (fsync=off synchronous_commit=off
+#                             full_page_writes=off max_connections=200), e.g.
+#                             { synchronous_commit => 'on', max_connections => 20 }
+#                             (a crash must not lose acknowledged commits);
+#                             key data_dir: PGDATA there instead (a tmpfs;
+#                             its parent must exist, t/lib/EventoFault.pm)
 sub new {
     my ($class, %o) = @_;
     my $need = $o{need} // ['daemon'];
@@ -335,7 +342,7 @@ sub new {
     my $self = bless {
         owner => $$, base => $base, daemons => [], cluster => undef,
         sfx => _b36($$) . _b36(int(Time::HiRes::time() * 10) % 46656),
-        nsseq => 0,
+        nsseq => 0, cluster_opts => $o{cluster_opts},
     }, $class;
     push @ALL, $self;
     _install_signal_handlers();
@@ -474,15 +481,20 @@ sub cluster {
         }
         croak 'running as root and neither user postgres nor nobody exists' unless $user;
     }
-    my $data = "$pgdir/data";
+    my %set = (fsync => 'off', synchronous_commit => 'off', full_page_writes => 'off',
+               max_connections => 200, %{ $self->{cluster_opts} || {} });
+    my $data = delete $set{data_dir} // "$pgdir/data";
     my %c = (bindir => $bindir, dir => $pgdir, data => $data, sock => $pgdir,
              user => $user, port => 5432);
     my $r = $self->run_cmd(["$bindir/initdb", '-D', $data, '-A', 'trust', '-E', 'UTF8',
                             '--locale=C.UTF-8', '-U', 'postgres', '--no-sync'],
                            as_user => $user, cwd => $pgdir, timeout => 120);
     croak "initdb failed (exit $r->{exit}):\n$r->{stdout}$r->{stderr}" if $r->{exit} || $r->{signal};
-    my $opts = "-k $pgdir -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
-             . "-c full_page_writes=off -c max_connections=200 -p 5432";
+    my %rank = (fsync => 1, synchronous_commit => 2, full_page_writes => 3, max_connections => 4);
+    my $opts = "-k $pgdir -c listen_addresses='' "
+             . join('', map { "-c $_=$set{$_} " }
+                        sort { ($rank{$a} // 9) <=> ($rank{$b} // 9) || $a cmp $b } keys %set)
+             . "-p 5432";
     $r = $self->run_cmd(["$bindir/pg_ctl", '-D', $data, '-l', "$pgdir/postgres.log", '-w',
                          '-t', int(60 * mult()), '-o', $opts, 'start'],
                         as_user => $user, cwd => $pgdir, timeout => 120);
