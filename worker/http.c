@@ -24,6 +24,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@
 #define SBODY_INPUT_HIWAT (256 * 1024)	/* socket input while a body is streamed */
 #define STREAM_INPUT_HIWAT 4096		/* streamed response: input is discarded */
 #define DISCARD_MAX	(64L * 1024 * 1024)	/* body bytes skipped after an early answer */
+#define OUT_HIWAT	(256 * 1024)	/* unsent response bytes that stop the next request */
 
 enum conn_state { ST_IDLE, ST_HEAD, ST_BODY, ST_CHUNKED, ST_HANDLING, ST_CLOSING };
 
@@ -76,6 +78,7 @@ struct http_conn {
 	unsigned	 sresp:1;	/* streamed response under way */
 	unsigned	 chunked_out:1;
 	unsigned	 abort:1;	/* close from the timer, not from inside the parser */
+	unsigned	 out_wait:1;	/* next request waits for the output to drain */
 	long		 discarded;
 	void		(*body_cb)(void *arg, struct evbuffer *body, int end);
 	void		*body_arg;
@@ -104,6 +107,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_process(struct http_conn *c);
+static int hexval(int ch);
 
 uint64_t
 http_now_ns(void)
@@ -126,6 +130,7 @@ status_text(int status)
 	case 409: return "Conflict";
 	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
 	case 429: return "Too Many Requests";
 	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
@@ -378,10 +383,20 @@ http_accept(int fd)
 	SHM_GAUGE_ADD(connections_open, 1);
 
 	if (nconns > http_lim.max_conns || draining) {
+		static uint64_t last_log_ns;
+		static unsigned long unlogged;
+		uint64_t now = http_now_ns();
+
 		SHM_INC(connections_refused);
-		/* Refuse cleanly: a complete 503 and close. */
-		log_warn("connection refused: %d connections open (max %d)", nconns - 1,
-		    http_lim.max_conns);
+		/* Refuse cleanly: a complete 503 and close.  Log at most once a
+		 * second: a connection flood must not become a log flood. */
+		unlogged++;
+		if (now - last_log_ns >= 1000000000ull || last_log_ns == 0) {
+			log_warn("connection refused: %d connections open (max %d); %lu refused "
+			    "since the last report", nconns - 1, http_lim.max_conns, unlogged);
+			last_log_ns = now;
+			unlogged = 0;
+		}
 		conn_fail(c, 503, "SERVICE_UNAVAILABLE", "Too many connections");
 		bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
 		bufferevent_enable(c->bev, EV_WRITE);
@@ -399,11 +414,11 @@ http_accept(int fd)
  * in CRLF or LF.  Returns 0, or an HTTP status after filling *msg.
  */
 static int
-parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
+parse_head(struct http_conn *c, char *h, size_t hlen, long *content_length, int *chunked,
     const char **msg)
 {
 	struct http_req *r = &c->req;
-	char *line = h, *eol, *sp1, *sp2, *target, *q;
+	char *line = h, *eol, *sp1, *sp2, *target, *q, *hend = h + hlen;
 	int have_cl = 0, have_te = 0, conn_close = 0, conn_keep = 0;
 
 	*content_length = 0;
@@ -472,13 +487,20 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 	}
 	r->path = target;
 
-	/* Header fields. */
-	for (line = eol + 1; *line; line = eol + 1) {
+	/*
+	 * Header fields.  The head ends with its blank line, so a line without
+	 * '\n' (strchr stops at a NUL) or a line starting with a NUL means a
+	 * NUL byte inside the head: reject it rather than let it end the head
+	 * early and drop the fields after it (Content-Length among them).
+	 */
+	for (line = eol + 1; line < hend; line = eol + 1) {
 		char *colon, *val, *end;
 
 		eol = strchr(line, '\n');
-		if (!eol)
-			break;
+		if (!eol) {
+			*msg = "NUL byte in header";
+			return 400;
+		}
 		end = eol;
 		if (end > line && end[-1] == '\r')
 			end--;
@@ -554,6 +576,11 @@ parse_head(struct http_conn *c, char *h, long *content_length, int *chunked,
 	}
 	if (have_cl && have_te) {
 		*msg = "Content-Length with Transfer-Encoding";
+		return 400;
+	}
+	if (have_te && c->http10) {
+		/* RFC 9112 6.1: the framing of such a message is faulty. */
+		*msg = "Transfer-Encoding in an HTTP/1.0 request";
 		return 400;
 	}
 	if (c->http10)
@@ -639,6 +666,21 @@ conn_kick(struct http_conn *c)
 	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/*
+ * The head is over --max-header: 414 if the request line alone does not
+ * fit (no line end within the limit), else 431.  Answer and close.
+ */
+static void
+head_too_large(struct http_conn *c, struct evbuffer *in)
+{
+	struct evbuffer_ptr nl = evbuffer_search(in, "\n", 1, NULL);
+
+	if (nl.pos < 0 || nl.pos >= http_lim.max_header)
+		conn_fail(c, 414, "INVALID_REQUEST", "Request line too long");
+	else
+		conn_fail(c, 431, "INVALID_REQUEST", "Request header fields too large");
+}
+
 /* Try to complete the head; returns 1 if processing should continue. */
 static int
 read_head(struct http_conn *c)
@@ -681,17 +723,13 @@ read_head(struct http_conn *c)
 		} else
 			hlen = (size_t)p.pos + 3;
 	}
-	if (p.pos < 0) {
-		if (avail > (size_t)http_lim.max_header) {
-			conn_fail(c, 431, "INVALID_REQUEST", "Request header fields too large");
-			return 0;
-		}
+	if ((p.pos < 0 && avail > (size_t)http_lim.max_header) ||
+	    (p.pos >= 0 && hlen > (size_t)http_lim.max_header)) {
+		head_too_large(c, in);
 		return 0;
 	}
-	if (hlen > (size_t)http_lim.max_header) {
-		conn_fail(c, 431, "INVALID_REQUEST", "Request header fields too large");
+	if (p.pos < 0)
 		return 0;
-	}
 	if (hlen + 1 > c->headcap) {
 		char *n = realloc(c->head, hlen + 1);
 		if (!n) {
@@ -705,7 +743,7 @@ read_head(struct http_conn *c)
 	SHM_ADD(http_received_bytes, 0, hlen);
 	c->head[hlen] = '\0';
 	c->close_after = 0;
-	status = parse_head(c, c->head, &cl, &chunked, &msg);
+	status = parse_head(c, c->head, hlen, &cl, &chunked, &msg);
 	if (status) {
 		conn_fail(c, status, "INVALID_REQUEST", msg);
 		return 0;
@@ -789,14 +827,25 @@ body_complete(struct http_conn *c)
 	return 0;
 }
 
-/* A malformed body: answer 4xx, or just close once a handler has it. */
+/*
+ * A malformed body: answer 4xx, or just close once a handler has it -
+ * after what was already written is flushed (an early answer such as a
+ * 401 while its body was being skipped, a streamed response's head and
+ * events): aborting at once would drop it unsent (t/fuzz, regress-http-*).
+ */
 static void
 body_fail(struct http_conn *c, int status, const char *code, const char *msg)
 {
-	if (c->sbody)
-		conn_abort(c);
-	else
+	if (!c->sbody) {
 		conn_fail(c, status, code, msg);
+		return;
+	}
+	c->state = ST_CLOSING;
+	c->close_after = 1;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_abort(c);
+	/* else conn_write_cb closes when flushed */
 }
 
 static int
@@ -849,7 +898,7 @@ read_chunked(struct http_conn *c)
 		/* A line: size line (-1), CRLF after data (-3) or trailer (-2). */
 		char line[256];
 		size_t eol_len;
-		struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
 		if (e.pos < 0) {
 			if (evbuffer_get_length(in) > sizeof(line)) {
 				body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
@@ -865,6 +914,12 @@ read_chunked(struct http_conn *c)
 		line[e.pos] = '\0';
 		evbuffer_drain(in, eol_len);
 		SHM_ADD(http_received_bytes, 0, (size_t)e.pos + eol_len);
+		/* Chunk lines end in CRLF only; no bare LF, CR or NUL inside. */
+		for (const char *q = line; q < line + e.pos; q++)
+			if ((unsigned char)*q < 0x20 && *q != '\t') {
+				body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
+				return 0;
+			}
 		if (c->chunk_left == -3) {
 			if (line[0] != '\0') {
 				body_fail(c, 400, "INVALID_REQUEST", "malformed chunk");
@@ -878,16 +933,26 @@ read_chunked(struct http_conn *c)
 				return body_complete(c);
 			continue;	/* ignore trailer fields */
 		}
-		/* Size line: hex digits, optional extensions. */
-		char *end;
-		long size;
-		if (!isxdigit((unsigned char)line[0])) {
-			body_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
-			return 0;
+		/*
+		 * Size line: hex digits only (no sign, no "0x": strtol would
+		 * take both), then optional whitespace and extensions.
+		 */
+		const char *end = line;
+		long size = 0;
+		int hv;
+		while (*end == '0')
+			end++;
+		while ((hv = hexval((unsigned char)*end)) >= 0) {
+			if (size > (LONG_MAX >> 4)) {
+				size = -1;
+				break;
+			}
+			size = size << 4 | hv;
+			end++;
 		}
-		errno = 0;
-		size = strtol(line, &end, 16);
-		if (errno || size < 0 || (*end && *end != ';' && *end != ' ' && *end != '\t')) {
+		while (*end == ' ' || *end == '\t')
+			end++;
+		if (size < 0 || !isxdigit((unsigned char)line[0]) || (*end && *end != ';')) {
 			body_fail(c, 400, "INVALID_REQUEST", "malformed chunk size");
 			return 0;
 		}
@@ -989,6 +1054,13 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->state == ST_CLOSING || (c->close_after && !c->in_flight))
 		conn_close(c);
+	else if (c->out_wait && !c->in_flight) {
+		/* The client read what it asked for: take its next request. */
+		c->out_wait = 0;
+		bufferevent_enable(bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+			conn_kick(c);
+	}
 }
 
 static void
@@ -1118,8 +1190,19 @@ http_respond_type(struct http_req *req, int status, const char *ctype, struct ev
 	}
 	c->state = ST_IDLE;
 	bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)http_lim.max_header + 1);
-	bufferevent_enable(c->bev, EV_READ);
 	timer_set(c, http_lim.idle_timeout);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_HIWAT) {
+		/*
+		 * A client that pipelines requests without reading the answers
+		 * (large category.get pages) would make us buffer them all: read
+		 * nothing more until this output is sent (conn_write_cb).  The
+		 * idle timeout bounds how long that may take.
+		 */
+		c->out_wait = 1;
+		bufferevent_disable(c->bev, EV_READ);
+		return;
+	}
+	bufferevent_enable(c->bev, EV_READ);
 	/*
 	 * A pipelined request may already wait in the input buffer.  Take it
 	 * on the next loop turn, never from inside http_respond(): the caller

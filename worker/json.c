@@ -461,13 +461,18 @@ is_digit(const unsigned char *p, const unsigned char *end)
 	return p < end && (unsigned)(*p - '0') < 10;
 }
 
-/* Validate the number at *pp and leave *pp just past it. */
+/*
+ * Validate the number at *pp and leave *pp just past it.  *expand adds up
+ * the exponents' magnitudes: a bound on how much longer PostgreSQL's
+ * plain decimal rendering of the numbers is than their text.
+ */
 static int
 parse_number(struct json_doc *doc, const unsigned char *base,
-    const unsigned char **pp, const unsigned char *end)
+    const unsigned char **pp, const unsigned char *end, uint64_t *expand)
 {
-	const unsigned char *s = *pp, *p = *pp, *digits;
+	const unsigned char *s = *pp, *p = *pp, *digits, *frac = NULL;
 	int check = 0, erange;
+	long exp = 0, fdigits = 0;
 	double d;
 
 	if (*p == '-')
@@ -486,28 +491,50 @@ parse_number(struct json_doc *doc, const unsigned char *base,
 	if (p - digits > 308)
 		check = 1;
 	if (p < end && *p == '.') {
-		p++;
+		frac = ++p;
 		if (!is_digit(p, end))
 			return unexpected(doc, base, p, end);
 		while (is_digit(p, end))
 			p++;
+		fdigits = (long)(p - frac);
 	}
 	if (p < end && (*p == 'e' || *p == 'E')) {
+		int neg = 0;
 		p++;
 		if (p < end && (*p == '+' || *p == '-'))
-			p++;
+			neg = *p++ == '-';
 		if (!is_digit(p, end))
 			return unexpected(doc, base, p, end);
-		while (is_digit(p, end))
+		while (is_digit(p, end)) {
+			if (exp < 1000000000L)
+				exp = exp * 10 + (*p - '0');
 			p++;
+		}
+		*expand += (uint64_t)exp;
+		if (neg)
+			exp = -exp;
 		check = 1;
 	}
+	/*
+	 * PostgreSQL's numeric keeps at most NUMERIC_DSCALE_MAX digits after
+	 * the decimal point ("value overflows numeric format" beyond); its
+	 * rendering of a number with a large exponent is that long, so the
+	 * exponents' total is bounded too (1e-16383 is 9 bytes that read
+	 * back as 16387: 9000 of them poison every read of the row).
+	 */
+	if (fdigits - exp > JSON_MAX_FRAC_DIGITS)
+		return fail(doc, "number with more than %d digits after the decimal "
+		    "point at offset %zu", JSON_MAX_FRAC_DIGITS, (size_t)(s - base));
+
 	if (check) {
 		if (num_strtod(s, (size_t)(p - s), &d, &erange) < 0)
 			return fail(doc, "out of memory");
 		if (!isfinite(d) || (erange && (d == HUGE_VAL || d == -HUGE_VAL)))
 			return fail(doc, "number out of range at offset %zu",
 			    (size_t)(s - base));
+		if (*expand > (uint64_t)JSON_EXPAND_FACTOR * doc->textlen + JSON_EXPAND_SLACK)
+			return fail(doc, "numbers expand to more than %d times the "
+			    "text at offset %zu", JSON_EXPAND_FACTOR, (size_t)(s - base));
 	}
 	*pp = p;
 	return 0;
@@ -551,6 +578,7 @@ json_parse(struct json_doc *doc, const char *text, size_t len)
 	const unsigned char *base = (const unsigned char *)text;
 	const unsigned char *p = base, *end = base + len;
 	uint32_t depth = 0, key_off = 0, key_len = 0, idx, str_off, str_len;
+	uint64_t expand = 0;
 	struct json_node *n;
 	uint8_t type;
 
@@ -616,7 +644,7 @@ value:
 	case '-': case '0': case '1': case '2': case '3': case '4':
 	case '5': case '6': case '7': case '8': case '9':
 		n->type = JSON_NUMBER;
-		if (parse_number(doc, base, &p, end) < 0)
+		if (parse_number(doc, base, &p, end, &expand) < 0)
 			return -1;
 		break;
 	case 't':

@@ -19,6 +19,12 @@
  *   - unpaired UTF-16 surrogate escapes (\ud800 alone, \udc00 alone)
  *   - numbers that are not finite as a double or whose magnitude is
  *     above 1e308 (strtod overflow), e.g. 1e400 or 1e131071
+ *   - numbers with more than JSON_MAX_FRAC_DIGITS digits after the
+ *     decimal point once the exponent is applied (1e-16384, beyond
+ *     PostgreSQL's numeric), and texts whose exponents add up to more
+ *     than JSON_EXPAND_FACTOR x the text's length + JSON_EXPAND_SLACK
+ *     (what PostgreSQL's plain rendering of the numbers would add:
+ *     9000 x 1e-16383 in 81 KB would read back as 147 MB)
  *   - nesting deeper than JSON_MAX_DEPTH arrays/objects
  *   - any non-whitespace after the top-level value; an empty text
  */
@@ -31,6 +37,9 @@
 struct evbuffer;
 
 #define JSON_MAX_DEPTH 64
+#define JSON_MAX_FRAC_DIGITS 16383	/* PostgreSQL NUMERIC_DSCALE_MAX */
+#define JSON_EXPAND_FACTOR 8
+#define JSON_EXPAND_SLACK 65536
 
 enum json_type {
 	JSON_NULL = 0,

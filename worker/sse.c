@@ -48,6 +48,7 @@
 #include "log.h"
 #include "nscache.h"
 #include "rpc.h"
+#include "shm.h"
 #include "sse.h"
 #include "sse_mesh.h"
 #include "token.h"
@@ -498,6 +499,7 @@ sub_unregister(struct sse_sub *s)
 	TAILQ_REMOVE(&all_subs, s, klink);
 	ssm_ns_add(s->nsslot, -1);
 	nsubs--;
+	SHM_GAUGE_ADD(sse_subscribers, -1);
 }
 
 static void
@@ -863,6 +865,7 @@ start(struct sse_sub *s, const char *ns_id, const char *schema)
 	s->nsslot = (int16_t)slot;
 	ssm_ns_add(slot, 1);
 	nsubs++;
+	SHM_GAUGE_ADD(sse_subscribers, 1);
 	if (sub_send(s, ": ready\n\n", 9) == 0) {
 		if (mode == MODE_ALL)
 			go_live(s);	/* no catch-up in all mode (api.md 9.4) */

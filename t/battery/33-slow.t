@@ -1,0 +1,179 @@
+#!/usr/bin/perl
+# 33-slow.t - battery row T13: slow clients
+# (../shared/ref/reliability-security.md 6.3; decisions.md 5).
+#
+# At the same time: slowloris clients (a header line every second),
+# slow-body clients (a body byte every second), slow readers of a large
+# category.get and slow SSE subscribers (tiny receive buffer, a few bytes
+# read per second), while evload runs at half the baseline rate.
+#
+#   T13a  slowloris: every connection closed by the header deadline + 1 s
+#   T13b  slow body: every connection closed by the body deadline + 1 s
+#   T13c  slow readers (category.get of 1,000 messages, SSE): RSS growth
+#         of the workers <= 32 MB
+#   T13d  the legitimate load alongside: no errors, p99 <= 2x its baseline
+#   T13e  400 pipelined large reads whose answers are not read: the worker
+#         buffers one answer at a time, not all of them
+#
+# Fast tier: 200 + 200 + 50 + 50 clients, header and body deadlines 5 s;
+# BATTERY_FULL=1: 1,000 + 1,000 + 200 + 200 clients and the defaults
+# (header 10 s, body 60 s).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use IO::Select;
+use Time::HiRes qw(time);
+use EventoTest qw(ADMIN_TOKEN battery battery_full json_encode json_decode mult arr);
+use EventoConns;
+
+my $FULL = battery_full();
+my $NSLOW = $FULL ? 1000 : 200;
+my $NREAD = $FULL ? 200 : 50;
+my $HDR = $FULL ? 10 : 5;
+my $BODY = $FULL ? 60 : 5;
+my $t = EventoTest->new;
+my $d = $t->start(workers => 2, args => ['--header-timeout', $HDR, '--body-timeout', $BODY]);
+my $A = ADMIN_TOKEN;
+my %workers = %{ $d->worker_pids };
+
+sub loadavg { open my $f, '<', '/proc/loadavg' or return 0; my ($l) = split ' ', scalar <$f>; return $l }
+sub overloaded { loadavg() > 4 }
+sub rss_kb { my ($pid) = @_; open my $f, '<', "/proc/$pid/status" or return 0; while (my $l = <$f>) { return $1 if $l =~ /^VmRSS:\s+(\d+)/ } 0 }
+sub rss_total { my $s = 0; $s += rss_kb($_) for values %workers; return $s }
+sub evload {
+    my ($secs, @more) = @_;
+    my $bin = ($ENV{EVENTODB_BUILDDIR} // EventoTest::top_dir()) . '/evload';
+    my $r = $t->run_cmd([$bin, '--url', $d->base_url, '--token', $A, '--duration', "${secs}s", '--workers', 4,
+                         '--mix', 'rw', '--json', '--quiet', '--max-error-rate', 100, @more], timeout => $secs + 60);
+    my ($ok, $v) = json_decode($r->{stdout} // '');
+    return $ok ? $v : { error => $r->{stderr} };
+}
+# Run evload in the background: returns a sub that waits for its result.
+sub evload_bg {
+    my ($secs, @more) = @_;
+    pipe my $r, my $w or die;
+    my $pid = fork // die;
+    if (!$pid) { close $r; print {$w} json_encode(evload($secs, @more)); close $w; POSIX::_exit(0) }
+    close $w;
+    return sub { local $/; my $x = <$r>; waitpid $pid, 0; my ($ok, $v) = json_decode($x // ''); $ok ? $v : {} };
+}
+
+# A category of 1,000 messages for the slow readers.
+for my $i (1 .. 1000) {
+    my ($st) = $d->rpc_ka($A, 'stream.write', 'slowread-' . ($i % 10), { type => 'T', data => { i => $i, pad => 'x' x 100 } });
+    BAIL_OUT("setup write failed: $st") unless $st == 200;
+}
+my (undef, $all) = $d->rpc($A, 'category.get', 'slowread', { batchSize => 1000 });
+is(scalar @{ arr($all) }, 1000, 'category of 1,000 messages');
+
+# Baseline: the closed-loop rate, then the latency at half of it.
+my $full_rate = evload(3);
+my $rate = int(($full_rate->{ops_per_sec} // 100) / 2) || 1;
+my $base = evload(4, '--rate', $rate);
+diag(sprintf 'closed loop %.0f ops/s; at %d/s: p99 %.1f ms, %d errors', $full_rate->{ops_per_sec} // 0, $rate,
+             $base->{p99_latency_ms} // 0, $base->{errors} // -1);
+my $rss0 = rss_total();
+
+my $body = json_encode(['category.get', 'slowread', { batchSize => 1000 }]);
+my $cat_req = "POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $A\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+my $sse_req = "GET /subscribe?category=test&token=$A HTTP/1.1\r\nHost: x\r\n\r\n";
+my $hold_secs = $BODY + 4;
+my $t0 = time;
+my $hl = EventoConns->hold($d, n => $NSLOW, mode => 'slowloris', interval => 1, max_secs => $HDR + 10);
+my $hb = EventoConns->hold($d, n => $NSLOW, mode => 'slowbody', interval => 1, max_secs => $BODY + 10);
+my $hr = EventoConns->hold($d, n => $NREAD, mode => 'slowread', request => $cat_req, rcvbuf => 4096,
+                           read_bytes => 256, interval => 1, max_secs => $hold_secs);
+my $hs = EventoConns->hold($d, n => $NREAD, mode => 'slowread', request => $sse_req, rcvbuf => 4096,
+                           read_bytes => 64, interval => 1, max_secs => $hold_secs);
+$_->ready for $hl, $hb, $hr, $hs;
+my $opened = time - $t0;
+# The legitimate load, at half rate, while they are all there.
+my $wait = evload_bg(4, '--rate', $rate);
+my $rss_peak = 0;
+while (time - $t0 < $opened + 4.5) {
+    my $r = rss_total();
+    $rss_peak = $r if $r > $rss_peak;
+    Time::HiRes::sleep(0.2);
+}
+my $during = $wait->();
+my $rl = $hl->result;
+my $rb = $hb->result;
+my $rr = $hr->result;
+my $rs = $hs->result;
+my $rss_grow = ($rss_peak - $rss0) / 1024;
+
+my $timing_note = overloaded() ? ' (machine overloaded: load ' . loadavg() . ')' : '';
+my $slack = $timing_note ? 2 : 0;
+my $lo_ok = ($rl->{opened} // 0) == $NSLOW && ($rl->{closed} // 0) == $NSLOW && ($rl->{close_max} // 1e9) <= $HDR + 1 + $slack;
+battery('T13a', "slowloris: $NSLOW connections, a header line every 1 s (header deadline $HDR s)",
+        sprintf('%d of %d closed after %.1f-%.1f s (p50 %.1f s), %d answered 408%s', $rl->{closed} // 0, $NSLOW,
+                $rl->{close_min} // -1, $rl->{close_max} // -1, $rl->{close_p50} // -1, $rl->{s408} // 0, $timing_note),
+        'every slow connection closed <= header deadline + 1 s', $lo_ok);
+my $bo_ok = ($rb->{opened} // 0) == $NSLOW && ($rb->{closed} // 0) == $NSLOW && ($rb->{close_max} // 1e9) <= $BODY + 1 + $slack;
+battery('T13b', "slow body: $NSLOW connections, a body byte every 1 s (body deadline $BODY s)",
+        sprintf('%d of %d closed after %.1f-%.1f s (p50 %.1f s), %d answered 408%s', $rb->{closed} // 0, $NSLOW,
+                $rb->{close_min} // -1, $rb->{close_max} // -1, $rb->{close_p50} // -1, $rb->{s408} // 0, $timing_note),
+        'every slow connection closed <= body deadline + 1 s', $bo_ok);
+battery('T13c', "slow readers: $NREAD on category.get of 1,000 messages + $NREAD SSE (4 KB receive buffer)",
+        sprintf('worker RSS %.1f MB -> peak %.1f MB (+%.1f MB); category readers read %.0f KB in all, SSE %.0f KB',
+                $rss0 / 1024, $rss_peak / 1024, $rss_grow, ($rr->{bytes_read} // 0) / 1024, ($rs->{bytes_read} // 0) / 1024),
+        'RSS growth from slow readers <= 32 MB', $rss_grow <= 32);
+my $errs = $during->{errors} // -1;
+my $p99r = ($base->{p99_latency_ms} // 0) ? ($during->{p99_latency_ms} // 0) / $base->{p99_latency_ms} : 99;
+my $lat_ok = $p99r <= 2 || $timing_note;
+battery('T13d', "legitimate load at $rate/s (half the closed-loop rate) alongside",
+        sprintf('%d requests, %d errors; p99 %.1f ms vs %.1f ms baseline (%.1fx)%s', $during->{total_ops} // 0, $errs,
+                $during->{p99_latency_ms} // 0, $base->{p99_latency_ms} // 0, $p99r,
+                $timing_note && $p99r > 2 ? "$timing_note; latency not judged" : ''),
+        'service available throughout (0 errors); p99 <= 2x baseline', $errs == 0 && ($during->{total_ops} // 0) > 0 && $lat_ok);
+
+# ---- T13e: a client that pipelines large reads without reading the
+# answers.  Regression: every answer used to be built and buffered at once
+# (400 pipelined category.get of 1,000 messages: +64 MB in the worker).
+{
+    my $NPIPE = 400;
+    my $s = $d->connect;
+    my $rss_a = rss_total();
+    $d->send_all($s, $cat_req x $NPIPE);
+    my $peak = 0;
+    for (1 .. 15) {    # 3 s of not reading
+        my $r = rss_total();
+        $peak = $r if $r > $peak;
+        Time::HiRes::sleep(0.2);
+    }
+    my $grow = ($peak - $rss_a) / 1024;
+    # Now read everything: all answers arrive, complete.  They are all the
+    # same size (the same page), so read until N times the first one's.
+    my $t_read = time;
+    my ($first, $closed, $rest) = $d->read_responses($s, count => 1, timeout => 20);
+    my $len = length($first->[0]{raw} // '') || 1;
+    my $good = ($first->[0]{status} // 0) == 200 ? 1 : 0;
+    # What came after the first answer in the same read.
+    my $carry = $rest // '';
+    $good++ while $carry =~ m{HTTP/1\.1 200 OK\r\n}g;
+    $carry = substr $carry, -20;
+    $good-- if $carry =~ m{HTTP/1\.1 200 OK\r\n};
+    while ($good < $NPIPE && time - $t_read < 60 * mult()) {
+        last unless IO::Select->new($s)->can_read(5);
+        my $n = sysread $s, my $buf, 1 << 20;
+        last unless $n;
+        $buf = $carry . $buf;
+        $good++ while $buf =~ m{HTTP/1\.1 200 OK\r\n}g;
+        $carry = substr $buf, -20;
+        $good-- if $carry =~ m{HTTP/1\.1 200 OK\r\n};    # counted again next time
+    }
+    close $s;
+    diag(sprintf 'read %d answers of %d bytes in %.1f s', $good, $len, time - $t_read);
+    battery('T13e', "$NPIPE pipelined category.get of 1,000 messages, answers not read for 3 s",
+            sprintf('worker RSS +%.1f MB while unread; then %d of %d answers read (%d bytes each)', $grow, $good, $NPIPE, $len),
+            'RSS growth <= 32 MB (the next request waits for the output to drain); every answer delivered',
+            $grow <= 32 && $good == $NPIPE);
+}
+
+is($d->http('GET', '/health')->{status}, 200, 'served at the end');
+is_deeply($d->worker_pids, \%workers, 'no worker was replaced');
+unlike($d->log_since_start, qr/worker \d+ exited/, 'no worker exit in the log');
+
+done_testing;
