@@ -280,6 +280,37 @@ default_namespace(PGconn *pg, const struct boot_opts *o, char *err, size_t errle
 	return 0;
 }
 
+/*
+ * What a production server should not run with (reliability-security.md
+ * 1.4, 4.1): PostgreSQL without fsync, commits acknowledged before they
+ * are durable, a superuser role.  Warned about once at start-up, outside
+ * test mode (whose private cluster runs without fsync on purpose); the
+ * connection has the same settings as the workers' (same conninfo).
+ */
+static void
+settings_check(PGconn *pg, const struct boot_opts *o)
+{
+	PGresult *r;
+
+	if (o->test_mode)
+		return;
+	r = PQexec(pg, "SELECT current_setting('fsync'), current_setting('synchronous_commit'), "
+	    "coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), current_user");
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+		if (strcmp(PQgetvalue(r, 0, 0), "on") != 0)
+			log_warn("PostgreSQL runs with fsync=%s: an operating system crash or power loss "
+			    "can lose acknowledged writes or corrupt the database", PQgetvalue(r, 0, 0));
+		if (strcmp(PQgetvalue(r, 0, 1), "off") == 0)
+			log_warn("PostgreSQL synchronous_commit=off for role \"%s\": writes acknowledged "
+			    "just before a PostgreSQL crash can be lost", PQgetvalue(r, 0, 3));
+		if (strcmp(PQgetvalue(r, 0, 2), "t") == 0)
+			log_warn("database role \"%s\" is a superuser: run eventodbd with a role that only "
+			    "owns its database", PQgetvalue(r, 0, 3));
+	} else
+		log_warn("could not check the PostgreSQL settings: %s", PQerrorMessage(pg));
+	PQclear(r);
+}
+
 int
 srv_bootstrap(const char *conninfo, const struct boot_opts *o, char *err, size_t errlen)
 {
@@ -298,6 +329,7 @@ srv_bootstrap(const char *conninfo, const struct boot_opts *o, char *err, size_t
 		return -1;
 	}
 	PQclear(PQexec(pg, "SET client_min_messages = warning"));
+	settings_check(pg, o);
 	if (exec_ok(pg, "SELECT pg_advisory_lock(" BOOT_LOCK_KEY ")", err, errlen) < 0)
 		goto out;
 	if (meta_migrations(pg, err, errlen) < 0 ||

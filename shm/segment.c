@@ -104,6 +104,20 @@ clear_stale(const char *name, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
+	/*
+	 * Only a segment this user could have made (ours are 0600) is ever
+	 * removed: an object of another user, or one others may write, was
+	 * put there by someone else (a squatter): refuse to start rather
+	 * than remove or reuse it (reliability-security.md 4.4).
+	 */
+	if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		snprintf(err, errlen, "shared memory segment \"%s\" exists and belongs to uid %ld "
+		    "with mode %04o (ours: uid %ld, mode 0600); not touching it (remove it, or "
+		    "use --shm-name)", name, (long)st.st_uid, (unsigned)(st.st_mode & 07777),
+		    (long)geteuid());
+		close(fd);
+		return -1;
+	}
 	/* The first 48 bytes: the same in every layout version. */
 	memset(&h, 0, sizeof(h));
 	if (st.st_size > 0 && pread(fd, &h, 48, 0) < 0) {

@@ -63,11 +63,26 @@ log_msg(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	if (!log_json) {
+		/*
+		 * One event, one line: control characters that reached a message
+		 * (from a client, a database error) are written as \xNN, so
+		 * nothing can forge a second line.
+		 */
+		char esc[3072];
+		size_t j = 0;
+		for (const char *p = msg; *p && j < sizeof(esc) - 5; p++) {
+			unsigned char c = (unsigned char)*p;
+			if (c < 0x20 || c == 0x7f)
+				j += (size_t)snprintf(esc + j, 5, "\\x%02x", c);
+			else
+				esc[j++] = (char)c;
+		}
+		esc[j] = '\0';
 		n = (size_t)snprintf(line, sizeof(line),
 		    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: %s\n",
 		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		    level_names[level], log_proc, msg);
+		    level_names[level], log_proc, esc);
 	} else {
 		char esc[3072 * 2];
 		size_t j = 0;

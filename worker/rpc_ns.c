@@ -9,7 +9,9 @@
  * ns.create and ns.delete are single pipelines, so each is one implicit
  * transaction: the registry row and the schema appear or vanish together.
  * ns.create inserts the registry row first, so an existing id or schema
- * name fails on the unique index before any DDL runs.
+ * name fails on the unique index before any DDL runs; then a guard refuses
+ * (400) a schema that exists outside the registry, and the id "store"
+ * (eventodb_store, the registry itself) is refused before any SQL.
  */
 #include "config.h"
 
@@ -33,6 +35,11 @@ static const char registry_delete_sql[] =
     "DELETE FROM eventodb_store.namespaces WHERE id = $1";
 static const char notify_sql[] =
     "SELECT pg_notify('" NS_NOTIFY_CHANNEL "', $1)";
+/* The schema name is eventodb_ + [A-Za-z0-9_] only (tok_ns_id_invalid), safe in a literal. */
+static const char schema_guard_fmt[] =
+    "DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '%s') THEN "
+    "RAISE EXCEPTION 'schema already exists' USING ERRCODE = 'duplicate_schema'; "
+    "END IF; END$$";
 static const char registry_desc_sql[] =
     "SELECT description FROM eventodb_store.namespaces WHERE id = $1";
 /*
@@ -122,6 +129,12 @@ create_done(struct db_query *q)
 			rpc_errorf(c, 409, "NAMESPACE_EXISTS", "Namespace '%s' already exists", id);
 			return;
 		}
+		if (strcmp(db_sqlstate(q), "42P06") == 0) {
+			/* schema_guard_fmt: a schema of that name exists outside the registry */
+			rpc_errorf(c, 400, "INVALID_REQUEST", "Namespace '%s' cannot be created: "
+			    "schema \"%s\" already exists", id, c->target_id);
+			return;
+		}
 		rpc_errorf(c, 500, "BACKEND_ERROR", "Failed to create namespace: %s", db_errmsg(q));
 		return;
 	}
@@ -197,6 +210,12 @@ rpc_ns_create(struct rpc_ctx *c)
 		rpc_invalid(c, why);
 		return;
 	}
+	tok_schema_name(id, schema, sizeof(schema));
+	if (strcmp(schema, "eventodb_store") == 0) {
+		/* The registry's own schema (reliability-security.md 4.1): never a namespace. */
+		rpc_errorf(c, 400, "INVALID_REQUEST", "namespace ID '%s' is reserved", id);
+		return;
+	}
 	if (forbidden(c))
 		return;
 	if (!c->admin && !rpc_opt->test_mode) {
@@ -208,10 +227,9 @@ rpc_ns_create(struct rpc_ctx *c)
 		return;
 	}
 	tok_hash_hex(c->token_out, strlen(c->token_out), c->token_hash);
-	tok_schema_name(id, schema, sizeof(schema));
 
 	/* Statements: the registry row, then every namespace migration. */
-	size_t total = 1;
+	size_t total = 2;
 	for (size_t m = 0; m < sql_ns_nmigrations; m++)
 		for (const char *const *s = sql_ns_migrations[m].stmts; *s; s++)
 			total++;
@@ -230,6 +248,18 @@ rpc_ns_create(struct rpc_ctx *c)
 	c->pv[3] = desc;
 	c->pv[4] = rpc_num(c, 4, (int64_t)time(NULL));
 	c->heap_st[nst++] = (struct db_stmt){ registry_insert_sql, 5, c->pv, 0 };
+	/*
+	 * Never adopt a schema that exists outside the registry (created by
+	 * hand, or left behind): the namespace migrations use IF NOT EXISTS
+	 * and would silently share it.  42P06 -> 400 in create_done.
+	 */
+	{
+		char *guard;
+		if (asprintf(&guard, schema_guard_fmt, schema) < 0)
+			goto oom;
+		c->heap_sql[c->nheap_sql++] = guard;
+		c->heap_st[nst++] = (struct db_stmt){ guard, 0, NULL, 0 };
+	}
 	for (size_t m = 0; m < sql_ns_nmigrations; m++)
 		for (const char *const *s = sql_ns_migrations[m].stmts; *s; s++) {
 			char *sql = sql_render(*s, schema);
@@ -324,6 +354,12 @@ delete_target(struct rpc_ctx *c)
 	}
 	if (forbidden(c))
 		return;
+	if (strcmp(c->target->schema, "eventodb_store") == 0) {
+		/* A row the original let in ("store"): dropping it would drop the registry. */
+		rpc_errorf(c, 400, "INVALID_REQUEST", "Namespace '%s' uses the registry's schema "
+		    "and cannot be deleted", c->target_id);
+		return;
+	}
 	delete_send(c, 1);
 }
 
