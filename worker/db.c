@@ -709,6 +709,15 @@ read_results(struct db_conn *dc)
 			return;
 		}
 		if (!q || dc->cmd >= dc->ncmds) {
+			/*
+			 * An error after the last command's results is the
+			 * implicit transaction's commit failing at Sync: the
+			 * query failed, even though every statement succeeded.
+			 */
+			if (q && !q->err && st == PGRES_FATAL_ERROR) {
+				q->err = r;
+				continue;
+			}
 			PQclear(r);
 			continue;
 		}
