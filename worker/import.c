@@ -325,11 +325,13 @@ arena_add(struct imp *m, const char *s, size_t len)
 }
 
 /*
- * Check one line and add it to the batch.  Returns 0, or -1 after the
- * error event was sent (m is freed then).
+ * Decode and check one line (api.md 10.2); pure: no I/O, no batch state.
+ * Returns 1 for a blank line, 0 with *rec filled (pointers into the line
+ * and the document), or -1 with the error code and message.
  */
-static int
-take_line(struct imp *m, char *line, size_t len)
+int
+imp_decode_line(struct json_doc *d, const char *line, size_t len, long ln,
+    struct imp_rec *rec, const char **code, char *msg, size_t msglen)
 {
 	static const struct { const char *key; int col; } cols[] = {
 		{ "id", 0 }, { "stream", 1 }, { "type", 2 }, { "pos", 3 }, { "gpos", 4 },
@@ -339,15 +341,13 @@ take_line(struct imp *m, char *line, size_t len)
 		"string", "string", "string", "int64", "int64",
 		"map[string]interface {}", "map[string]interface {}", "string",
 	};
-	struct json_doc *d = &m->doc;
-	char msg[600], terr[400], uuid[37], nb[24];
-	size_t *off = &m->offs[m->nrec * IMP_COLS];
-	const char *idtxt = "", *timetxt = "";
-	int64_t pos = 0, gpos = 0;
+	char terr[400];
+	const char *idtxt = "";
 	uint32_t node[IMP_COLS] = { 0 };
-	long ln = m->lines;
 	size_t i;
 
+	memset(rec, 0, sizeof(*rec));
+	rec->stream = rec->type = rec->time = "";
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	for (i = 0; i < len; i++)
@@ -355,18 +355,17 @@ take_line(struct imp *m, char *line, size_t len)
 		    line[i] != '\f' && line[i] != '\v')
 			break;
 	if (i == len)
-		return 0;	/* blank: skipped, still counted */
+		return 1;	/* blank: skipped, still counted */
 
+	*code = "INVALID_JSON";
 	if (json_parse(d, line, len) < 0) {
-		snprintf(msg, sizeof(msg), "malformed JSON at line %ld: %s", ln, d->err);
-		finish_error(m, "INVALID_JSON", msg, ln);
+		snprintf(msg, msglen, "malformed JSON at line %ld: %s", ln, d->err);
 		return -1;
 	}
 	if (json_type_of(d, 0) != JSON_OBJECT && json_type_of(d, 0) != JSON_NULL) {
-		snprintf(msg, sizeof(msg),
+		snprintf(msg, msglen,
 		    "malformed JSON at line %ld: json: cannot unmarshal %s into Go value of type Record",
 		    ln, jtype_name(json_type_of(d, 0)));
-		finish_error(m, "INVALID_JSON", msg, ln);
 		return -1;
 	}
 	for (i = 0; i < IMP_COLS && json_type_of(d, 0) == JSON_OBJECT; i++) {
@@ -379,7 +378,8 @@ take_line(struct imp *m, char *line, size_t len)
 		switch (cols[i].col) {
 		case 3:
 		case 4:
-			ok = t == JSON_NUMBER && json_i64(d, n, cols[i].col == 3 ? &pos : &gpos) == 0;
+			ok = t == JSON_NUMBER &&
+			    json_i64(d, n, cols[i].col == 3 ? &rec->pos : &rec->gpos) == 0;
 			break;
 		case 5:
 		case 6:
@@ -392,69 +392,88 @@ take_line(struct imp *m, char *line, size_t len)
 			size_t rl;
 			const char *raw = json_raw(d, n, &rl);
 			if (t == JSON_NUMBER)
-				snprintf(msg, sizeof(msg), "malformed JSON at line %ld: json: cannot "
+				snprintf(msg, msglen, "malformed JSON at line %ld: json: cannot "
 				    "unmarshal number %.*s into Go struct field Record.%s of type %s",
 				    ln, (int)(rl > 64 ? 64 : rl), raw, cols[i].key, gotype[i]);
 			else
-				snprintf(msg, sizeof(msg), "malformed JSON at line %ld: json: cannot "
+				snprintf(msg, msglen, "malformed JSON at line %ld: json: cannot "
 				    "unmarshal %s into Go struct field Record.%s of type %s", ln,
 				    jtype_name(t), cols[i].key, gotype[i]);
-			finish_error(m, "INVALID_JSON", msg, ln);
 			return -1;
 		}
 		node[cols[i].col] = n;
 	}
 	if (node[7])
-		timetxt = json_str(d, node[7], NULL);
-	if (check_time(timetxt, terr, sizeof(terr)) < 0) {
-		snprintf(msg, sizeof(msg), "invalid record at line %ld: invalid time format: %s", ln, terr);
-		finish_error(m, "INVALID_RECORD", msg, ln);
+		rec->time = json_str(d, node[7], NULL);
+	if (check_time(rec->time, terr, sizeof(terr)) < 0) {
+		*code = "INVALID_RECORD";
+		snprintf(msg, msglen, "invalid record at line %ld: invalid time format: %s", ln, terr);
 		return -1;
 	}
+	*code = "IMPORT_FAILED";
 	if (node[0])
 		idtxt = json_str(d, node[0], NULL);
-	if (tok_uuid_canon(idtxt, strlen(idtxt), uuid) < 0) {
-		snprintf(msg, sizeof(msg), "invalid input syntax for type uuid: \"%.100s\"", idtxt);
-		finish_error(m, "IMPORT_FAILED", msg, ln);
+	if (tok_uuid_canon(idtxt, strlen(idtxt), rec->id) < 0) {
+		snprintf(msg, msglen, "invalid input syntax for type uuid: \"%.100s\"", idtxt);
 		return -1;
 	}
-	if (gpos < 1) {
-		snprintf(msg, sizeof(msg), "global position must be at least 1, got %lld",
-		    (long long)gpos);
-		finish_error(m, "IMPORT_FAILED", msg, ln);
+	if (rec->gpos < 1) {
+		snprintf(msg, msglen, "global position must be at least 1, got %lld",
+		    (long long)rec->gpos);
 		return -1;
 	}
+	if (node[1])
+		rec->stream = json_str(d, node[1], &rec->stream_len);
+	if (node[2])
+		rec->type = json_str(d, node[2], &rec->type_len);
+	if (node[5])
+		rec->data = json_raw(d, node[5], &rec->data_len);
+	if (node[6])
+		rec->meta = json_raw(d, node[6], &rec->meta_len);
+	return 0;
+}
 
-	off[0] = arena_add(m, uuid, 36);
-	for (i = 1; i <= 2; i++) {
-		size_t sl = 0;
-		const char *sv = node[i] ? json_str(d, node[i], &sl) : "";
-		off[i] = arena_add(m, sv, sl);
+/*
+ * Check one line and add it to the batch.  Returns 0, or -1 after the
+ * error event was sent (m is freed then).
+ */
+static int
+take_line(struct imp *m, char *line, size_t len)
+{
+	struct imp_rec rec;
+	const char *code = "";
+	char msg[600], nb[24];
+	size_t *off = &m->offs[m->nrec * IMP_COLS];
+	long ln = m->lines;
+	size_t i;
+	int r;
+
+	r = imp_decode_line(&m->doc, line, len, ln, &rec, &code, msg, sizeof(msg));
+	if (r > 0)
+		return 0;
+	if (r < 0) {
+		finish_error(m, code, msg, ln);
+		return -1;
 	}
-	snprintf(nb, sizeof(nb), "%lld", (long long)pos);
+	off[0] = arena_add(m, rec.id, 36);
+	off[1] = arena_add(m, rec.stream, rec.stream_len);
+	off[2] = arena_add(m, rec.type, rec.type_len);
+	snprintf(nb, sizeof(nb), "%lld", (long long)rec.pos);
 	off[3] = arena_add(m, nb, strlen(nb));
-	snprintf(nb, sizeof(nb), "%lld", (long long)gpos);
+	snprintf(nb, sizeof(nb), "%lld", (long long)rec.gpos);
 	off[4] = arena_add(m, nb, strlen(nb));
-	for (i = 5; i <= 6; i++) {
-		size_t rl;
-		const char *raw;
-		if (!node[i]) {
-			off[i] = NOFF;
-			continue;
-		}
-		raw = json_raw(d, node[i], &rl);
-		off[i] = arena_add(m, raw, rl);
-	}
-	off[7] = arena_add(m, timetxt, strlen(timetxt));
+	off[5] = rec.data ? arena_add(m, rec.data, rec.data_len) : NOFF;
+	off[6] = rec.meta ? arena_add(m, rec.meta, rec.meta_len) : NOFF;
+	off[7] = arena_add(m, rec.time, strlen(rec.time));
 	for (i = 0; i < IMP_COLS; i++)
 		if (off[i] == NOFF - 1) {
 			finish_error(m, "IMPORT_FAILED", "out of memory", ln);
 			return -1;
 		}
 	m->recline[m->nrec] = ln;
-	m->recgpos[m->nrec] = gpos;
-	if (m->nrec == 0 || gpos > m->maxgpos)
-		m->maxgpos = gpos;
+	m->recgpos[m->nrec] = rec.gpos;
+	if (m->nrec == 0 || rec.gpos > m->maxgpos)
+		m->maxgpos = rec.gpos;
 	m->nrec++;
 	return 0;
 }
