@@ -14,8 +14,10 @@
  *
  * START: the first generation is forked; READY=1 goes to systemd once
  * every worker has said it accepts connections.
- * READY: a worker that exits is replaced at once; when workers of a slot
- * keep exiting within QUICK_DEATH_S of their start (or with
+ * READY: a worker that exits is replaced at once, and the replacement
+ * counts as ready as soon as it accepts (its peers of the same generation
+ * reach PostgreSQL: it does not wait for its own pool, worker.c); when
+ * workers of a slot keep exiting within QUICK_DEATH_S of their start (or with
  * WRK_EXIT_INIT), the second and later ones in a row are replaced after an
  * exponential back-off (100 ms doubling up to 30 s), so a worker that
  * cannot start does not spin.  A worker that exits with WRK_EXIT_FATAL
@@ -401,6 +403,16 @@ read_status(void)
 			if (m[k].type == WRK_MSG_READY && p->st == WP_STARTING) {
 				p->st = WP_READY;
 				log_info("worker %d ready pid=%d gen=%u", p->slot, (int)p->pid, p->gen);
+			} else if (m[k].type == WRK_MSG_ACCEPTING && p->st == WP_STARTING &&
+			    state == MS_READY && p->gen == generation) {
+				/*
+				 * A replacement among serving peers: ready once it
+				 * accepts.  During a start or a reload only READY
+				 * (a database connection) counts.
+				 */
+				p->st = WP_READY;
+				log_info("worker %d ready pid=%d gen=%u (accepting; database pool "
+				    "connecting)", p->slot, (int)p->pid, p->gen);
 			}
 		}
 	}

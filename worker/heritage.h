@@ -37,10 +37,14 @@ struct heritage {
  * atomic (< PIPE_BUF) and the master reads whole messages.  READY once
  * the worker accepts connections and a database connection is up; BEAT
  * every second from its event loop
- * (a worker silent for heartbeat-timeout seconds is killed as hung).
+ * (a worker silent for heartbeat-timeout seconds is killed as hung);
+ * ACCEPTING when a replacement among serving peers of its generation
+ * accepts before its pool has a connection (worker.c; the master counts
+ * it as ready only outside a reload).
  */
-#define WRK_MSG_READY	1
-#define WRK_MSG_BEAT	2
+#define WRK_MSG_READY		1
+#define WRK_MSG_BEAT		2
+#define WRK_MSG_ACCEPTING	3
 
 struct wrk_msg {
 	int32_t		 type;

@@ -403,9 +403,17 @@ prof_alloc_start(struct evshm_slot *slot, long rate)
 
 	pa_on = 0;
 	pa_until = INT64_MAX;
-	/* Blocks sampled before (none in the master) are not ours. */
-	memset(pa_track, 0, sizeof(pa_track));
-	memset(pa_filter, 0, sizeof(pa_filter));
+	/*
+	 * Blocks sampled before (none in the master) are not ours.  Cleared
+	 * only if something is tracked: the tables are zero after fork, and
+	 * writing them would fault in ~100 pages per worker start (a third
+	 * of its start-up CPU).  Filter bits left by freed blocks only cost
+	 * a table probe that misses.
+	 */
+	if (pa_ntrack) {
+		memset(pa_track, 0, sizeof(pa_track));
+		memset(pa_filter, 0, sizeof(pa_filter));
+	}
 	pa_ntrack = 0;
 	pa_samples = pa_untracked = 0;
 	if (!slot || rate <= 0)

@@ -60,6 +60,7 @@ static struct event *accept_ev, *death_ev, *drain_ev, *beat_ev, *ready_ev;
 static int drain_deadline_ms;
 static const struct heritage *her;
 static int stopping;
+static int accepting;		/* accept_ev is (meant to be) active */
 static uint64_t stop_deadline, stop_started;
 static char version_body[64];
 
@@ -101,7 +102,7 @@ static int accept_starved;
 static void
 accept_resume(evutil_socket_t fd, short what, void *arg)
 {
-	if (!stopping)
+	if (!stopping && accepting)
 		event_add(accept_ev, NULL);
 }
 
@@ -179,13 +180,27 @@ tell_master(int type)
  * ACCEPT_ANYWAY_MS, it accepts at once, so that clients get answers (or
  * errors) rather than wait in the backlog; READY still waits for the
  * connection.
+ *
+ * A replacement (a worker of the same generation as one already
+ * accepting: the slot's previous worker died, its peers serve) runs the
+ * configuration its peers already reached PostgreSQL with, so it accepts
+ * as soon as its loop starts, while its pool connects (queries wait in
+ * the pool's queue meanwhile): waiting for a backend to start took
+ * 50-300 ms of each respawn (battery T03b, T16c: <= 100 ms).  Should
+ * every attempt of its pool fail before one gets through (e.g. 53300 too
+ * many clients), it stops accepting again and waits for a connection like
+ * a new generation does.
  */
 static uint64_t ready_poll_start;
-static int accepting;
+static int early;	/* accepting as a replacement, no connection yet */
+static int early_failed;	/* ... and its pool's first attempts failed */
 
-/* Another live worker accepts on the shared socket (shared memory scoreboard). */
+/*
+ * Another live worker accepts on the shared socket (shared memory
+ * scoreboard); with same_gen, one of this worker's generation.
+ */
 static int
-others_accepting(void)
+others_accepting(int same_gen)
 {
 	struct evshm_hdr *hdr = shm_hdr();
 	struct evshm_slot *own = shm_own_slot();
@@ -197,6 +212,8 @@ others_accepting(void)
 		int32_t pid = __atomic_load_n(&sl->hd.pid, __ATOMIC_RELAXED);
 
 		if (sl == own || pid <= 0 || pid == (int32_t)getpid())
+			continue;
+		if (same_gen && __atomic_load_n(&sl->hd.gen, __ATOMIC_RELAXED) != her->gen)
 			continue;
 		if (__atomic_load_n(&sl->hd.state, __ATOMIC_RELAXED) == EVSHM_W_READY &&
 		    kill(pid, 0) == 0)
@@ -223,17 +240,32 @@ ready_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (db_open_conns() == 0) {
-		if (accepting)
+		if (accepting) {
+			if (early && !db_available() && others_accepting(0)) {
+				/* every first attempt failed: leave the clients to the others */
+				log_info("no database connection yet: not accepting until one is up");
+				early = 0;
+				early_failed = 1;
+				accepting = 0;
+				event_del(accept_ev);
+				shm_worker_state(EVSHM_W_STARTING);
+			}
 			return;
-		if (!others_accepting())
+		}
+		if (!others_accepting(0))
 			start_accepting();
-		else if (http_now_ns() - ready_poll_start > ACCEPT_ANYWAY_MS * 1000000ull) {
+		else if (!early_failed && db_available() && others_accepting(1)) {
+			early = 1;
+			start_accepting();
+			tell_master(WRK_MSG_ACCEPTING);
+		} else if (http_now_ns() - ready_poll_start > ACCEPT_ANYWAY_MS * 1000000ull) {
 			log_warn("worker %d: no database connection after %d ms; accepting anyway",
 			    her->slot, ACCEPT_ANYWAY_MS);
 			start_accepting();
 		}
 		return;
 	}
+	early = 0;
 	start_accepting();
 	tell_master(WRK_MSG_READY);
 	event_del(ready_ev);
@@ -441,6 +473,7 @@ wrk_main(const struct heritage *h)
 	if (ready_ev) {
 		struct timeval tv = { 0, READY_POLL_MS * 1000 };
 		event_add(ready_ev, &tv);
+		ready_cb(-1, 0, NULL);	/* a replacement accepts now, not 5 ms later */
 	} else {
 		start_accepting();
 		tell_master(WRK_MSG_READY);
