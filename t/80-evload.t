@@ -12,21 +12,11 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use File::Basename qw(dirname);
 use IO::Socket::INET;
 use POSIX ();
 use EventoTest qw(ADMIN_TOKEN json_decode make_token);
 
-sub evload_binary {
-    return $ENV{EVLOAD} if $ENV{EVLOAD};
-    for my $d (grep { defined } $ENV{EVENTODB_BUILDDIR},
-               ($ENV{EVENTODBD} ? dirname($ENV{EVENTODBD}) : undef), EventoTest::top_dir()) {
-        return "$d/evload" if -x "$d/evload";
-    }
-    return EventoTest::top_dir() . '/evload';
-}
-
-my $EVLOAD = evload_binary();
+my $EVLOAD = EventoTest::tool_binary('evload');
 plan skip_all => "evload not built ($EVLOAD)" unless -x $EVLOAD;
 
 my $t = EventoTest->new;

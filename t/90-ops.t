@@ -128,20 +128,8 @@ sub write_file {
     # in PostgreSQL, then send writes that queue behind the lock.
     my $schema = $t->psql($d->db, q{SELECT schema_name FROM eventodb_store.namespaces WHERE id = 'term-1'});
     ok($schema, "namespace schema found ($schema)");
-    my $c = $t->cluster_info;
-    my $locker = fork // die;
-    if (!$locker) {
-        alarm 0;
-        my @cmd = ("$c->{bindir}/psql", '-X', '-q', '-h', $c->{sock}, '-p', $c->{port}, '-U', 'postgres',
-                   '-d', $d->db, '-c', "BEGIN; LOCK TABLE \"$schema\".messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;");
-        @cmd = ('runuser', '-u', $c->{user}, '--', @cmd) if $> == 0 && $c->{user};
-        open STDOUT, '>', '/dev/null';
-        { no warnings 'exec'; exec @cmd; }
-        POSIX::_exit(127);
-    }
-    ok($t->wait_for(sub {
-        $t->psql($d->db, q{SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL}) > 0
-    }, 10), 'the messages table is locked');
+    my ($locker, $locked) = $t->lock_messages($d->db, $schema, 5);
+    ok($locked, 'the messages table is locked');
     # held writers: each its own connection, answered only after the lock goes
     my @held = map {
         my $k = $_;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "evcheck.h"
+#include "evtool.h"
 
 #define EXIT_CLEAN	0
 #define EXIT_VIOLATIONS	1
@@ -202,20 +203,11 @@ ec_code_index(const char *code, size_t len)
 
 enum opt_type { OT_INT, OT_LONG, OT_DOUBLE, OT_U64, OT_STRING, OT_BOOL, OT_WORKLOAD, OT_INJECT };
 
-struct opt {
-	const char	*name;
-	enum opt_type	 type;
-	void		*target;
-	double		 min;
-	const char	*arg;
-	const char	*help;
-};
-
 static int opt_help, opt_version;
 static double timeout_ms = 5000;
 static char prefix_buf[48];
 
-static const struct opt opts[] = {
+static const struct evtool_opt opts[] = {
 	{ "url", OT_STRING, &ec.cfg.url, 0, "URL",
 	  "server base URL; requests go to URL/rpc (default http://127.0.0.1:8080)" },
 	{ "token", OT_STRING, &ec.cfg.token, 0, "TOKEN",
@@ -266,16 +258,10 @@ static const struct opt opts[] = {
 static void
 usage(FILE *f)
 {
-	const struct opt *o;
-	char left[64];
-
 	fprintf(f, "evcheck %s - history checker for EventoDB servers (reliability battery)\n\n"
 	    "usage: evcheck --url URL --token TOKEN [options]\n\n"
 	    "options (--name=value or --name value):\n", PACKAGE_VERSION);
-	for (o = opts; o->name; o++) {
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(f, "  %-26s %s\n", left, o->help);
-	}
+	evtool_usage(f, opts);
 	fprintf(f, "\nSIGTERM or SIGINT ends the load phase; the final read and the check follow.\n"
 	    "exit status: 0 no violations, 1 violations found, 2 usage error or final read impossible\n");
 }
@@ -290,12 +276,13 @@ die_usage(const char *fmt, const char *a)
 }
 
 static void
-set_option(const struct opt *o, const char *val)
+set_option(const struct evtool_opt *o, const char *val, const char *shown)
 {
 	char *end;
 	double d;
 	int i;
 
+	(void)shown;
 	switch (o->type) {
 	case OT_BOOL:
 		*(int *)o->target = 1;
@@ -356,90 +343,17 @@ set_option(const struct opt *o, const char *val)
 static void
 parse_args(int argc, char **argv)
 {
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *name, *eq, *val = NULL;
-		const struct opt *o;
-		size_t nl;
-
-		if (strncmp(a, "--", 2) != 0 || a[2] == '\0')
-			die_usage("unexpected argument \"%s\"", a);
-		name = a + 2;
-		eq = strchr(name, '=');
-		nl = eq ? (size_t)(eq - name) : strlen(name);
-		for (o = opts; o->name; o++)
-			if (strlen(o->name) == nl && strncmp(o->name, name, nl) == 0)
-				break;
-		if (o->name == NULL)
-			die_usage("unknown option \"%s\"", a);
-		if (o->type == OT_BOOL) {
-			if (eq)
-				die_usage("option \"%s\" takes no value", a);
-		} else if (eq) {
-			val = eq + 1;
-		} else {
-			if (i + 1 >= argc)
-				die_usage("option \"%s\" needs a value", a);
-			val = argv[++i];
-		}
-		set_option(o, val);
-	}
+	evtool_parse(argc, argv, opts, 0, set_option, die_usage);
 }
 
 /* http://host[:port][/path] */
 static void
 parse_url(void)
 {
-	const char *u = ec.cfg.url, *h, *hend, *pstart;
-	size_t hl;
+	char err[600];
 
-	if (strncmp(u, "http://", 7) != 0)
-		die_usage("invalid URL \"%s\" (expected http://host[:port])", u);
-	h = u + 7;
-	pstart = h + strcspn(h, "/?#");
-	if (*pstart == '?' || *pstart == '#')
-		die_usage("invalid URL \"%s\": no query or fragment allowed", u);
-	if (*h == '[') {
-		hend = memchr(h, ']', (size_t)(pstart - h));
-		if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= sizeof(ec.cfg.host))
-			die_usage("invalid URL \"%s\"", u);
-		memcpy(ec.cfg.host, h + 1, (size_t)(hend - h - 1));
-		ec.cfg.host[hend - h - 1] = '\0';
-		hend++;
-	} else {
-		hend = memchr(h, ':', (size_t)(pstart - h));
-		if (hend == NULL)
-			hend = pstart;
-		hl = (size_t)(hend - h);
-		if (hl == 0 || hl >= sizeof(ec.cfg.host))
-			die_usage("invalid URL \"%s\": no host", u);
-		memcpy(ec.cfg.host, h, hl);
-		ec.cfg.host[hl] = '\0';
-	}
-	if (hend < pstart) {
-		size_t pl = (size_t)(pstart - hend - 1);
-		char *end;
-		long port;
-
-		if (*hend != ':' || pl == 0 || pl >= sizeof(ec.cfg.port))
-			die_usage("invalid port in URL \"%s\"", u);
-		memcpy(ec.cfg.port, hend + 1, pl);
-		ec.cfg.port[pl] = '\0';
-		port = strtol(ec.cfg.port, &end, 10);
-		if (*end || port < 1 || port > 65535)
-			die_usage("invalid port in URL \"%s\"", u);
-	} else {
-		strcpy(ec.cfg.port, "80");
-	}
-	if ((size_t)(pstart - h) >= sizeof(ec.cfg.authority) || strlen(pstart) >= sizeof(ec.cfg.path))
-		die_usage("URL too long: \"%s\"", u);
-	memcpy(ec.cfg.authority, h, (size_t)(pstart - h));
-	ec.cfg.authority[pstart - h] = '\0';
-	strcpy(ec.cfg.path, pstart);
-	hl = strlen(ec.cfg.path);
-	while (hl > 0 && ec.cfg.path[hl - 1] == '/')
-		ec.cfg.path[--hl] = '\0';
+	if (evc_parse_url(ec.cfg.url, &ec.cfg.srv, err, sizeof(err)) < 0)
+		die_usage("%s", err);
 }
 
 static uint64_t
@@ -529,23 +443,6 @@ setup_names(void)
 
 /* ------------------------------------------------------------------ output */
 
-static void
-put_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
 static int
 cmp_u64(const void *a, const void *b)
 {
@@ -624,7 +521,7 @@ write_summary(FILE *f)
 	    dur, dur > 0 ? (double)total / dur : 0.0, (double)ec.t_final_ns / 1e9,
 	    (unsigned long long)ec.final_rereads, (unsigned long long)ec.follower_polls, (unsigned long long)ec.rounds,
 	    (unsigned long long)ec.rounds_bad);
-	put_str(f, ec.cfg.prefix);
+	evtool_json_str(f, ec.cfg.prefix);
 	fprintf(f, ",\"seed\":%llu,\"inject\":[", (unsigned long long)ec.cfg.seed);
 	for (k = 0, i = 0; k < EC_INJ_NKINDS; k++) {
 		if (ec.cfg.inject & (1u << k)) {
@@ -640,7 +537,7 @@ write_summary(FILE *f)
 	fprintf(f, "},\"violations_total\":%llu,\"examples\":[", (unsigned long long)total);
 	shown = 0;
 	if (ec.round_example[0]) {
-		put_str(f, ec.round_example);
+		evtool_json_str(f, ec.round_example);
 		shown++;
 	}
 	/* round robin over the invariants, so one of them cannot hide the others */
@@ -653,7 +550,7 @@ write_summary(FILE *f)
 			any = 1;
 			if (shown++)
 				fputc(',', f);
-			put_str(f, ec.examples[k][r]);
+			evtool_json_str(f, ec.examples[k][r]);
 		}
 		if (!any)
 			break;

@@ -13,7 +13,9 @@
  *                    until the server answers or --final-timeout passes
  *   evcheck_check.c  the invariants N1-N9 and the skip check over the
  *                    history and the final read; --inject
- * The HTTP response parser is tools/httpresp.c (shared with evload).
+ * Shared with evload: the HTTP response parser (tools/httpresp.c), the
+ * socket side of the connections and the URL (tools/evconn.c), the option
+ * table walk and JSON strings (tools/evtool.c).
  *
  * Everything runs in one thread.  Prefix: ec_.
  */
@@ -23,6 +25,8 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "evconn.h"
 
 #define EC_NOEV		INT64_MIN	/* write without expectedVersion */
 #define EC_NONE		UINT32_MAX	/* "no op": a stored message we never wrote */
@@ -104,11 +108,7 @@ struct ec_config {
 	unsigned	 inject;	/* bit set of enum ec_inject */
 	int		 quiet;
 	int		 retry;		/* send indeterminate writes again (same id) */
-	/* parsed from url */
-	char		 host[256];
-	char		 port[16];
-	char		 authority[300];
-	char		 path[512];
+	struct evc_url	 srv;		/* parsed from url */
 };
 
 /* --inject: corrupt the history or the final read to prove the checks bite. */
@@ -218,6 +218,7 @@ struct ec_view {
 extern struct ec_view *ec_stream_view;	/* [nstreams] */
 extern struct ec_view *ec_cat_view;	/* [ncats] */
 int		ec_final_read(void);
+struct ec_msg	*ec_view_add(struct ec_view *v);	/* a new zeroed message at the end */
 
 /* evcheck_check.c */
 void		ec_apply_inject(void);

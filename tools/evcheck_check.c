@@ -71,17 +71,10 @@ max_gpos(void)
 static struct ec_msg *
 view_push(struct ec_view *v, const struct ec_msg *m)
 {
-	if (v->n == v->cap) {
-		size_t cap = v->cap ? v->cap * 2 : 64;
-		struct ec_msg *nm = realloc(v->m, cap * sizeof(*nm));
+	struct ec_msg *slot = ec_view_add(v);
 
-		if (nm == NULL)
-			ec_fatal("out of memory");
-		v->m = nm;
-		v->cap = cap;
-	}
-	v->m[v->n] = *m;
-	return &v->m[v->n++];
+	*slot = *m;
+	return slot;
 }
 
 static void

@@ -77,7 +77,7 @@ open_conn(uint64_t until)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	if (getaddrinfo(ec.cfg.host, ec.cfg.port, &hints, &res) != 0 || res == NULL)
+	if (getaddrinfo(ec.cfg.srv.host, ec.cfg.srv.port, &hints, &res) != 0 || res == NULL)
 		return -1;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -194,12 +194,9 @@ rpc(const char *body, size_t bodylen)
 	req = malloc(bodylen + 2048);
 	if (req == NULL)
 		ec_fatal("out of memory");
-	n = snprintf(req, 2048, "POST %s/rpc HTTP/1.1\r\nHost: %s\r\nUser-Agent: evcheck/"
-	    PACKAGE_VERSION "\r\n%s%s%sContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-	    ec.cfg.path, ec.cfg.authority,
-	    ec.cfg.token && *ec.cfg.token ? "Authorization: Bearer " : "",
-	    ec.cfg.token && *ec.cfg.token ? ec.cfg.token : "",
-	    ec.cfg.token && *ec.cfg.token ? "\r\n" : "", bodylen);
+	n = evc_post_head(req, 2048, "evcheck/" PACKAGE_VERSION, &ec.cfg.srv, ec.cfg.token);
+	if (n >= 0 && n < 2048)
+		n += snprintf(req + n, 2048 - (size_t)n, "%zu\r\n\r\n", bodylen);
 	if (n < 0 || n >= 2048)
 		ec_fatal("URL or token too long");
 	memcpy(req + n, body, bodylen);
@@ -269,8 +266,8 @@ content_ok(uint32_t op, json_object *type, json_object *data, json_object *meta)
 	return 1;
 }
 
-static struct ec_msg *
-view_add(struct ec_view *v)
+struct ec_msg *
+ec_view_add(struct ec_view *v)
 {
 	if (v->n == v->cap) {
 		size_t cap = v->cap ? v->cap * 2 : 64;
@@ -312,7 +309,7 @@ add_page(struct ec_view *v, json_object *arr, int is_cat, int64_t *last)
 		if (!json_object_is_type(id, json_type_string) || !json_object_is_type(pos, json_type_int) ||
 		    !json_object_is_type(gpos, json_type_int))
 			return -1;
-		e = view_add(v);
+		e = ec_view_add(v);
 		ids = json_object_get_string(id);
 		snprintf(e->id, sizeof(e->id), "%s", ids);
 		e->pos = json_object_get_int64(pos);

@@ -34,9 +34,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +47,7 @@
 #include <json-c/json.h>
 
 #include "evcheck.h"
+#include "evconn.h"
 #include "httpresp.h"
 
 #define WBUF_SIZE	8192
@@ -61,26 +59,16 @@
 #define PROGRESS_S	5
 
 enum role { R_CLIENT, R_FOLLOWER };
-enum cstate { CS_DOWN, CS_CONNECTING, CS_UP };
 
 struct conn {
 	int		 idx;		/* client number, or follower number */
 	enum role	 role;
-	int		 fd;
-	enum cstate	 state;
-	struct event	*rev;		/* persistent read */
-	struct event	*wev;		/* one-shot write (connect, full send buffer) */
+	struct evconn	 sock;		/* socket, buffers, parser (evconn.c) */
 	struct event	*timer;		/* reconnect, pacing, follower idle */
-	uint64_t	 t_connect;
 	int		 backoff_ms;
 	uint64_t	 served;	/* answers on the current socket */
 	int		 ever_up;
-
-	char		 wbuf[WBUF_SIZE];
-	size_t		 woff, wlen;
-	char		*rbuf;
-	size_t		 rpos, rlen, rcap;
-	struct hresp	 p;
+	char		 wspace[WBUF_SIZE];	/* sock.wbuf */
 
 	int		 busy;		/* a request is in flight */
 	uint64_t	 t_sent;
@@ -200,12 +188,12 @@ put_rpc(struct conn *c, const char *body, int blen)
 
 	if (blen < 0 || (size_t)blen >= WBUF_SIZE / 2)
 		ec_fatal("request body too long");
-	c->woff = 0;
-	memcpy(c->wbuf, post_head, post_head_len);
-	n = snprintf(c->wbuf + post_head_len, WBUF_SIZE - post_head_len, "%d\r\n\r\n", blen);
-	c->wlen = post_head_len + (size_t)n;
-	memcpy(c->wbuf + c->wlen, body, (size_t)blen);
-	c->wlen += (size_t)blen;
+	c->sock.woff = 0;
+	memcpy(c->sock.wbuf, post_head, post_head_len);
+	n = snprintf(c->sock.wbuf + post_head_len, WBUF_SIZE - post_head_len, "%d\r\n\r\n", blen);
+	c->sock.wlen = post_head_len + (size_t)n;
+	memcpy(c->sock.wbuf + c->sock.wlen, body, (size_t)blen);
+	c->sock.wlen += (size_t)blen;
 }
 
 static void
@@ -213,7 +201,7 @@ send_request(struct conn *c, uint64_t now)
 {
 	c->busy = 1;
 	c->t_sent = now;
-	memset(&c->p, 0, sizeof(c->p));
+	memset(&c->sock.p, 0, sizeof(c->sock.p));
 	conn_flush(c);
 }
 
@@ -264,36 +252,34 @@ retry_write(struct conn *c, uint64_t now)
 	send_write(c, i, now);
 }
 
+/* A read (stream.get or category.get, by kind) of key from position start. */
 static void
-issue_read(struct conn *c, uint32_t stream, uint64_t now)
+issue_get(struct conn *c, enum ec_kind kind, uint32_t key, int64_t start, uint64_t now)
 {
 	char body[512];
-	uint32_t i = new_op(EC_READ, (uint32_t)c->idx, stream, now);
-	int64_t start = c->known[stream] > 0 ? c->known[stream] : 0;
+	uint32_t i = new_op(kind, (uint32_t)c->idx, key, now);
 	int n;
 
 	ec.ops[i].ev = start;
-	n = snprintf(body, sizeof(body), "[\"stream.get\",\"%s\",{\"position\":%lld,\"batchSize\":%d}]",
-	    ec.stream_name[stream], (long long)start, EC_READ_BATCH);
+	n = snprintf(body, sizeof(body), "[\"%s\",\"%s\",{\"position\":%lld,\"batchSize\":%d}]",
+	    kind == EC_CREAD ? "category.get" : "stream.get",
+	    kind == EC_CREAD ? ec.cat_name[key] : ec.stream_name[key], (long long)start,
+	    EC_READ_BATCH);
 	put_rpc(c, body, n);
 	c->op = i;
 	send_request(c, now);
 }
 
 static void
+issue_read(struct conn *c, uint32_t stream, uint64_t now)
+{
+	issue_get(c, EC_READ, stream, c->known[stream] > 0 ? c->known[stream] : 0, now);
+}
+
+static void
 issue_cread(struct conn *c, uint32_t cat, uint64_t now)
 {
-	char body[512];
-	uint32_t i = new_op(EC_CREAD, (uint32_t)c->idx, cat, now);
-	int64_t start = c->cat_known[cat] > 1 ? c->cat_known[cat] : 1;
-	int n;
-
-	ec.ops[i].ev = start;
-	n = snprintf(body, sizeof(body), "[\"category.get\",\"%s\",{\"position\":%lld,\"batchSize\":%d}]",
-	    ec.cat_name[cat], (long long)start, EC_READ_BATCH);
-	put_rpc(c, body, n);
-	c->op = i;
-	send_request(c, now);
+	issue_get(c, EC_CREAD, cat, c->cat_known[cat] > 1 ? c->cat_known[cat] : 1, now);
 }
 
 static void
@@ -599,51 +585,24 @@ follower_answer(struct conn *c, int status, const char *body, size_t blen, uint6
 
 /* ------------------------------------------------------------------ connections */
 
-static void
-conn_close(struct conn *c)
-{
-	if (c->rev) {
-		event_free(c->rev);
-		c->rev = NULL;
-	}
-	if (c->wev) {
-		event_free(c->wev);
-		c->wev = NULL;
-	}
-	if (c->fd >= 0) {
-		close(c->fd);
-		c->fd = -1;
-	}
-	c->state = CS_DOWN;
-	c->woff = c->wlen = 0;
-	c->rpos = c->rlen = 0;
-	memset(&c->p, 0, sizeof(c->p));
-}
-
 /* c failed (why) or is done: close it, fail what is in flight, reconnect unless stopping. */
 static void
 conn_drop(struct conn *c, enum ec_why why)
 {
 	uint64_t now = ec_now_ns();
-	struct timeval tv;
 	int delay;
 
 	fail_inflight(c, why, now);
-	conn_close(c);
+	evc_close(&c->sock);
 	if (!stopping) {
 		if (c->served > 0) {
 			c->backoff_ms = 0;
 			delay = 0;
 		} else {
-			c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
-			if (c->backoff_ms > BACKOFF_MAX_MS)
-				c->backoff_ms = BACKOFF_MAX_MS;
-			delay = c->backoff_ms;
+			delay = evc_backoff(&c->backoff_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 		}
 		c->served = 0;
-		tv.tv_sec = delay / 1000;
-		tv.tv_usec = (delay % 1000) * 1000;
-		evtimer_add(c->timer, &tv);
+		evc_timer_ms(c->timer, delay);
 	}
 	if (ec.cfg.workload == EC_CONFLICT && c->role == R_CLIENT)
 		try_round(now);
@@ -653,24 +612,8 @@ conn_drop(struct conn *c, enum ec_why why)
 static void
 conn_flush(struct conn *c)
 {
-	ssize_t n;
-
-	while (c->woff < c->wlen) {
-		n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
-		if (n > 0) {
-			c->woff += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			event_add(c->wev, NULL);
-			return;
-		}
+	if (evc_flush(&c->sock) < 0)
 		conn_drop(c, EC_W_CLOSED);
-		return;
-	}
-	c->woff = c->wlen = 0;
 }
 
 static void
@@ -679,121 +622,84 @@ on_answer(struct conn *c, const char *b, size_t len, uint64_t now)
 	const char *body;
 	size_t blen = 0;
 
-	body = hresp_body(&c->p, b, len, &blen);
+	body = hresp_body(&c->sock.p, b, len, &blen);
 	if (body == NULL) {
 		body = "";
 		blen = 0;
 	}
 	c->served++;
 	c->backoff_ms = 0;
-	if (c->p.status >= 500) {
-		c->hold_ms = c->hold_ms ? c->hold_ms * 2 : BACKOFF_MIN_MS;
-		if (c->hold_ms > BACKOFF_MAX_MS)
-			c->hold_ms = BACKOFF_MAX_MS;
+	if (c->sock.p.status >= 500) {
+		evc_backoff(&c->hold_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 	} else {
 		c->hold_ms = 0;
 	}
 	if (c->role == R_CLIENT)
-		client_answer(c, c->p.status, body, blen, now);
+		client_answer(c, c->sock.p.status, body, blen, now);
 	else
-		follower_answer(c, c->p.status, body, blen, now);
+		follower_answer(c, c->sock.p.status, body, blen, now);
+}
+
+/* A final response on c: returns -1 when c was dropped. */
+static int
+conn_response(void *arg, const char *b, size_t len, uint64_t now)
+{
+	struct conn *c = arg;
+	int close_after = c->sock.p.close;
+
+	if (!c->busy) {
+		conn_drop(c, EC_W_PROTOCOL);	/* an answer nobody asked for */
+		return -1;
+	}
+	on_answer(c, b, len, now);
+	if (close_after) {
+		conn_drop(c, EC_W_CLOSED);
+		return -1;
+	}
+	return 0;
 }
 
 static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	int eof = 0, err = 0;
-	ssize_t n;
-	long len;
+	int rd, rc;
 	uint64_t now;
 
-	for (;;) {
-		if (c->rcap - c->rlen < 4096) {
-			char *nb;
-
-			if (c->rpos > 0) {
-				memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-				c->rlen -= c->rpos;
-				c->rpos = 0;
-			}
-			if (c->rcap - c->rlen < 4096) {
-				if (c->rcap * 2 > HRESP_BODY_MAX) {
-					conn_drop(c, EC_W_PROTOCOL);
-					return;
-				}
-				nb = realloc(c->rbuf, c->rcap * 2);
-				if (nb == NULL)
-					ec_fatal("out of memory");
-				c->rbuf = nb;
-				c->rcap *= 2;
-			}
-		}
-		n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-		if (n > 0) {
-			c->rlen += (size_t)n;
-			continue;
-		}
-		if (n == 0) {
-			eof = 1;
-			break;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			err = 1;
-		break;
+	rd = evc_read(&c->sock);
+	if (rd & EVC_NOMEM)
+		ec_fatal("out of memory");
+	if (rd & EVC_TOOBIG) {
+		conn_drop(c, EC_W_PROTOCOL);
+		return;
 	}
 	now = ec_now_ns();
-	while (c->rpos < c->rlen) {
-		len = hresp_parse(&c->p, c->rbuf + c->rpos, c->rlen - c->rpos, eof);
-		if (len < 0) {
-			conn_drop(c, EC_W_PROTOCOL);
-			return;
-		}
-		if (len == 0)
-			break;
-		if (c->p.status >= 200) {
-			int close_after = c->p.close;
-
-			if (!c->busy) {
-				conn_drop(c, EC_W_PROTOCOL);	/* an answer nobody asked for */
-				return;
-			}
-			on_answer(c, c->rbuf + c->rpos, (size_t)len, now);
-			if (close_after) {
-				c->rpos += (size_t)len;
-				conn_drop(c, EC_W_CLOSED);
-				return;
-			}
-		}
-		c->rpos += (size_t)len;
-		memset(&c->p, 0, sizeof(c->p));
+	rc = evc_responses(&c->sock, rd & EVC_EOF, now, conn_response, c);
+	if (rc == EVC_MALFORMED) {
+		conn_drop(c, EC_W_PROTOCOL);
+		return;
 	}
-	if (c->rpos == c->rlen)
-		c->rpos = c->rlen = 0;
-	if (eof || err) {
+	if (rc < 0)
+		return;
+	if (rd & (EVC_EOF | EVC_ERR)) {
 		conn_drop(c, EC_W_CLOSED);
 		return;
 	}
-	if (!c->busy && c->hold_ms && !stopping && !evtimer_pending(c->timer, NULL)) {
-		struct timeval tv = { c->hold_ms / 1000, (c->hold_ms % 1000) * 1000 };
-
-		evtimer_add(c->timer, &tv);	/* the server is failing: do not hammer it */
-	} else if (!c->busy) {
+	if (!c->busy && c->hold_ms && !stopping && !evtimer_pending(c->timer, NULL))
+		evc_timer_ms(c->timer, c->hold_ms);	/* the server is failing: do not hammer it */
+	else if (!c->busy)
 		conn_next(c, now);
-	}
 	maybe_finish();
 }
 
 static void
 conn_up(struct conn *c, uint64_t now)
 {
-	c->state = CS_UP;
+	c->sock.state = EVC_UP;
 	if (c->ever_up)
 		ec.reconnects++;
 	c->ever_up = 1;
-	event_add(c->rev, NULL);
+	event_add(c->sock.rev, NULL);
 	conn_next(c, now);
 }
 
@@ -801,11 +707,9 @@ static void
 conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
 
-	if (c->state == CS_CONNECTING) {
-		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+	if (c->sock.state == EVC_CONNECTING) {
+		if (evc_connected(&c->sock) < 0) {
 			ec.connect_fails++;
 			conn_drop(c, EC_W_CLOSED);
 			return;
@@ -823,44 +727,33 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (stopping)
 		return;
-	if (c->state == CS_DOWN) {
+	if (c->sock.state == EVC_DOWN) {
 		conn_connect(c);
 		return;
 	}
 	if (c->paced == 1)
 		c->paced = 2;
-	if (c->state == CS_UP && !c->busy)
+	if (c->sock.state == EVC_UP && !c->busy)
 		conn_next(c, ec_now_ns());
 }
 
 static void
 conn_connect(struct conn *c)
 {
-	int one = 1;
-
-	c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		ec.connect_fails++;
-		conn_drop(c, EC_W_CLOSED);
+	switch (evc_open(&c->sock, base, &addr, addrlen, conn_read_cb, conn_write_cb, c,
+	    ec_now_ns())) {
+	case 1:
+		conn_up(c, c->sock.t_connect);
 		return;
-	}
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	c->wev = event_new(base, c->fd, EV_WRITE, conn_write_cb, c);
-	if (c->rev == NULL || c->wev == NULL)
+	case 0:
+		return;
+	case -2:
 		ec_fatal("could not create events");
-	c->t_connect = ec_now_ns();
-	if (connect(c->fd, (struct sockaddr *)&addr, addrlen) == 0) {
-		conn_up(c, c->t_connect);
-		return;
-	}
-	if (errno != EINPROGRESS) {
+	default:
 		ec.connect_fails++;
 		conn_drop(c, EC_W_CLOSED);
 		return;
 	}
-	c->state = CS_CONNECTING;
-	event_add(c->wev, NULL);
 }
 
 /* ------------------------------------------------------------------ scheduling */
@@ -921,7 +814,7 @@ try_round(uint64_t now)
 	if (stopping || round_pending > 0 || version_busy || !running)
 		return;
 	for (i = 0; i < nclients; i++)
-		if (conns[i].state != CS_UP || conns[i].busy)
+		if (conns[i].sock.state != EVC_UP || conns[i].busy)
 			return;
 	if (resync) {
 		issue_version(&conns[0], 0, now);
@@ -936,7 +829,7 @@ try_round(uint64_t now)
 static void
 conn_next(struct conn *c, uint64_t now)
 {
-	if (stopping || c->state != CS_UP || c->busy)
+	if (stopping || c->sock.state != EVC_UP || c->busy)
 		return;
 	if (c->role == R_FOLLOWER) {
 		if (!evtimer_pending(c->timer, NULL))
@@ -976,8 +869,8 @@ stop_load(void)
 		struct conn *c = &conns[i];
 
 		evtimer_del(c->timer);
-		if (!c->busy && c->state != CS_DOWN)
-			conn_close(c);
+		if (!c->busy && c->sock.state != EVC_DOWN)
+			evc_close(&c->sock);
 	}
 	maybe_finish();
 }
@@ -1008,10 +901,10 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < nconns; i++) {
 		struct conn *c = &conns[i];
 
-		if (c->state == CS_CONNECTING && now - c->t_connect > ec.cfg.timeout_ns) {
+		if (c->sock.state == EVC_CONNECTING && now - c->sock.t_connect > ec.cfg.timeout_ns) {
 			ec.connect_fails++;
 			conn_drop(c, EC_W_CLOSED);
-		} else if (c->state == CS_UP && c->busy && now - c->t_sent > ec.cfg.timeout_ns) {
+		} else if (c->sock.state == EVC_UP && c->busy && now - c->t_sent > ec.cfg.timeout_ns) {
 			conn_drop(c, EC_W_TIMEOUT);
 		}
 	}
@@ -1032,42 +925,20 @@ progress_cb(evutil_socket_t fd, short what, void *arg)
 	last_progress_ops = ec.nops;
 }
 
-static int
-resolve(void)
-{
-	struct addrinfo hints, *res = NULL;
-	int rc;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	rc = getaddrinfo(ec.cfg.host, ec.cfg.port, &hints, &res);
-	if (rc != 0 || res == NULL) {
-		fprintf(stderr, "evcheck: could not resolve \"%s\": %s\n", ec.cfg.host,
-		    rc ? gai_strerror(rc) : "no address");
-		return -1;
-	}
-	memcpy(&addr, res->ai_addr, res->ai_addrlen);
-	addrlen = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
 int
 ec_run(void)
 {
 	struct timespec rt;
 	struct timeval tv;
+	char err[512];
 	int i, n;
 
-	if (resolve() < 0)
+	if (evc_resolve(ec.cfg.srv.host, ec.cfg.srv.port, &addr, &addrlen, err, sizeof(err)) < 0) {
+		fprintf(stderr, "evcheck: %s\n", err);
 		return -1;
-	n = snprintf(post_head, sizeof(post_head), "POST %s/rpc HTTP/1.1\r\nHost: %s\r\n"
-	    "User-Agent: evcheck/" PACKAGE_VERSION "\r\n%s%s%sContent-Type: application/json\r\n"
-	    "Content-Length: ", ec.cfg.path, ec.cfg.authority,
-	    ec.cfg.token && *ec.cfg.token ? "Authorization: Bearer " : "",
-	    ec.cfg.token && *ec.cfg.token ? ec.cfg.token : "",
-	    ec.cfg.token && *ec.cfg.token ? "\r\n" : "");
+	}
+	n = evc_post_head(post_head, sizeof(post_head), "evcheck/" PACKAGE_VERSION, &ec.cfg.srv,
+	    ec.cfg.token);
 	if (n < 0 || (size_t)n >= sizeof(post_head) - 64)
 		ec_fatal("URL or token too long");
 	post_head_len = (size_t)n;
@@ -1090,13 +961,14 @@ ec_run(void)
 	for (i = 0; i < nconns; i++) {
 		struct conn *c = &conns[i];
 
-		c->fd = -1;
+		c->sock.fd = -1;
+		c->sock.wbuf = c->wspace;
 		c->role = i < nclients ? R_CLIENT : R_FOLLOWER;
 		c->idx = i < nclients ? i : i - nclients;
-		c->rcap = RBUF_INIT;
-		c->rbuf = malloc(c->rcap);
+		c->sock.rcap = RBUF_INIT;
+		c->sock.rbuf = malloc(c->sock.rcap);
 		c->timer = evtimer_new(base, conn_timer_cb, c);
-		if (c->rbuf == NULL || c->timer == NULL)
+		if (c->sock.rbuf == NULL || c->timer == NULL)
 			ec_fatal("out of memory");
 		c->rng = ec.cfg.seed * 1000003u + (uint64_t)i * 7919u + 1;
 		c->retry_op = EC_NONE;
@@ -1158,9 +1030,9 @@ ec_run(void)
 		struct conn *c = &conns[i];
 
 		fail_inflight(c, EC_W_CLOSED, ec_now_ns());
-		conn_close(c);
+		evc_close(&c->sock);
 		event_free(c->timer);
-		free(c->rbuf);
+		free(c->sock.rbuf);
 		free(c->known);
 		free(c->cat_known);
 	}

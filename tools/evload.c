@@ -36,6 +36,7 @@
 #include <event2/event.h>
 
 #include "evload.h"
+#include "evtool.h"
 
 /* load-test.go's last-resort token (namespace "default"). */
 #define ORIGINAL_TOKEN \
@@ -75,18 +76,9 @@ static char duration_text[64];
 
 enum opt_type { OT_DURATION, OT_INT, OT_LONG, OT_DOUBLE, OT_PCT, OT_STRING, OT_BOOL, OT_MIX };
 
-struct opt {
-	const char	*name;
-	enum opt_type	 type;
-	void		*target;
-	long		 min;
-	const char	*arg;
-	const char	*help;
-};
-
 static int opt_help, opt_version;
 
-static const struct opt opts[] = {
+static const struct evtool_opt opts[] = {
 	{ "batch", OT_LONG, &cfg.batch, 1, "N",
 	  "batchSize of each stream.get (default 10)" },
 	{ "duration", OT_DURATION, &cfg.duration_ns, 1, "DURATION",
@@ -133,16 +125,10 @@ static const struct opt opts[] = {
 static void
 usage(FILE *f)
 {
-	const struct opt *o;
-	char left[64];
-
 	fprintf(f, "evload %s - load generator for EventoDB servers\n\n"
 	    "usage: evload [options]\n\n"
 	    "options (one or two dashes; --name=value or --name value):\n", PACKAGE_VERSION);
-	for (o = opts; o->name; o++) {
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(f, "  %-26s %s\n", left, o->help);
-	}
+	evtool_usage(f, opts);
 	fprintf(f, "\nexit status: 0 ok, 1 error rate above --max-error-rate or no successful request,\n"
 	    "2 usage or set-up error\n");
 }
@@ -238,7 +224,7 @@ format_duration(char *buf, size_t len, double ns)
 }
 
 static void
-set_option(const struct opt *o, const char *val, const char *shown)
+set_option(const struct evtool_opt *o, const char *val, const char *shown)
 {
 	char *end;
 	long l;
@@ -293,107 +279,27 @@ set_option(const struct opt *o, const char *val, const char *shown)
 	}
 }
 
+static void __attribute__((noreturn))
+die_arg(const char *fmt, const char *a)
+{
+	die_usage(fmt, a, NULL);
+	exit(EXIT_USAGE);
+}
+
 static void
 parse_args(int argc, char **argv)
 {
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *name, *eq, *val = NULL;
-		const struct opt *o;
-		size_t nl;
-
-		if (a[0] != '-' || a[1] == '\0')
-			die_usage("unexpected argument \"%s\"", a, NULL);
-		name = a + 1;
-		if (*name == '-')
-			name++;
-		if (*name == '\0')
-			die_usage("unexpected argument \"%s\"", a, NULL);
-		if (strcmp(name, "h") == 0) {	/* as Go's flag package */
-			opt_help = 1;
-			continue;
-		}
-		eq = strchr(name, '=');
-		nl = eq ? (size_t)(eq - name) : strlen(name);
-		for (o = opts; o->name; o++)
-			if (strlen(o->name) == nl && strncmp(o->name, name, nl) == 0)
-				break;
-		if (o->name == NULL)
-			die_usage("unknown option \"%s\"", a, NULL);
-		if (eq)
-			val = eq + 1;
-		else if (o->type != OT_BOOL) {
-			if (i + 1 >= argc)
-				die_usage("option %s needs a value", a, NULL);
-			val = argv[++i];
-		}
-		set_option(o, val, a);
-	}
+	evtool_parse(argc, argv, opts, EVTOOL_GO, set_option, die_arg);
 }
 
 /* http://host[:port][/path] */
 static void
 parse_url(void)
 {
-	const char *u = cfg.url, *h, *hend, *pstart;
-	size_t hl;
+	char err[600];
 
-	if (strncmp(u, "http://", 7) != 0) {
-		if (strncmp(u, "https://", 8) == 0)
-			die_usage("https is not supported: \"%s\"", u, NULL);
-		die_usage("invalid URL \"%s\" (expected http://host[:port])", u, NULL);
-	}
-	h = u + 7;
-	pstart = h + strcspn(h, "/?#");
-	if (*pstart == '?' || *pstart == '#')
-		die_usage("invalid URL \"%s\": no query or fragment allowed", u, NULL);
-	if (*h == '[') {
-		hend = memchr(h, ']', (size_t)(pstart - h));
-		if (hend == NULL)
-			die_usage("invalid URL \"%s\"", u, NULL);
-		hl = (size_t)(hend - h - 1);
-		if (hl == 0 || hl >= sizeof(cfg.host))
-			die_usage("invalid URL \"%s\"", u, NULL);
-		memcpy(cfg.host, h + 1, hl);
-		cfg.host[hl] = '\0';
-		hend++;
-	} else {
-		hend = memchr(h, ':', (size_t)(pstart - h));
-		if (hend == NULL)
-			hend = pstart;
-		hl = (size_t)(hend - h);
-		if (hl == 0 || hl >= sizeof(cfg.host))
-			die_usage("invalid URL \"%s\": no host", u, NULL);
-		memcpy(cfg.host, h, hl);
-		cfg.host[hl] = '\0';
-	}
-	if (hend < pstart) {
-		size_t pl;
-		char *end;
-		long port;
-
-		if (*hend != ':')
-			die_usage("invalid URL \"%s\"", u, NULL);
-		pl = (size_t)(pstart - hend - 1);
-		if (pl == 0 || pl >= sizeof(cfg.port))
-			die_usage("invalid port in URL \"%s\"", u, NULL);
-		memcpy(cfg.port, hend + 1, pl);
-		cfg.port[pl] = '\0';
-		port = strtol(cfg.port, &end, 10);
-		if (*end || port < 1 || port > 65535)
-			die_usage("invalid port in URL \"%s\"", u, NULL);
-	} else {
-		strcpy(cfg.port, "80");
-	}
-	if ((size_t)(pstart - h) >= sizeof(cfg.authority) || strlen(pstart) >= sizeof(cfg.path))
-		die_usage("URL too long: \"%s\"", u, NULL);
-	memcpy(cfg.authority, h, (size_t)(pstart - h));
-	cfg.authority[pstart - h] = '\0';
-	strcpy(cfg.path, pstart);
-	hl = strlen(cfg.path);
-	while (hl > 0 && cfg.path[hl - 1] == '/')
-		cfg.path[--hl] = '\0';
+	if (evc_parse_url(cfg.url, &cfg.srv, err, sizeof(err)) < 0)
+		die_usage("%s", err, NULL);
 }
 
 /* One descriptor per connection: raise the soft limit as far as needed. */
@@ -506,29 +412,12 @@ put_num(FILE *f, double v)
 }
 
 static void
-put_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
-static void
 key(FILE *f, int ind, int *first, const char *k)
 {
 	fputs(*first ? "\n" : ",\n", f);
 	*first = 0;
 	fprintf(f, "%*s", ind, "");
-	put_str(f, k);
+	evtool_json_str(f, k);
 	fputs(": ", f);
 }
 
@@ -628,7 +517,7 @@ write_results(FILE *f, double elapsed_s, double cpu_s)
 	key(f, 4, &f2, "max_error_rate_pct");
 	put_num(f, cfg.max_error_pct);
 	key(f, 4, &f2, "mix");
-	put_str(f, mix_names[cfg.mix]);
+	evtool_json_str(f, mix_names[cfg.mix]);
 	key(f, 4, &f2, "payload_size");
 	fprintf(f, "%ld", cfg.payload_size);
 	key(f, 4, &f2, "pipeline");
@@ -643,13 +532,13 @@ write_results(FILE *f, double elapsed_s, double cpu_s)
 	key(f, 4, &f2, "spread");
 	fputs(cfg.spread ? "true" : "false", f);
 	key(f, 4, &f2, "stream_prefix");
-	put_str(f, cfg.stream_prefix);
+	evtool_json_str(f, cfg.stream_prefix);
 	key(f, 4, &f2, "streams");
 	fprintf(f, "%ld", cfg.streams);
 	key(f, 4, &f2, "timeout_s");
 	put_num(f, (double)cfg.timeout_ns / 1e9);
 	key(f, 4, &f2, "url");
-	put_str(f, cfg.url);
+	evtool_json_str(f, cfg.url);
 	key(f, 4, &f2, "workers");
 	fprintf(f, "%d", cfg.workers);
 	close_obj(f, 2, f2);
@@ -743,7 +632,7 @@ write_results(FILE *f, double elapsed_s, double cpu_s)
 		put_num(f, ms(all.max_ns));
 	}
 	key(f, 2, &first, "mode");
-	put_str(f, cfg.rate > 0 ? "open" : "closed");
+	evtool_json_str(f, cfg.rate > 0 ? "open" : "closed");
 	key(f, 2, &first, "ops_per_sec");
 	put_num(f, elapsed_s > 0 ? (double)ops / elapsed_s : 0.0);
 	if (any) {
@@ -759,9 +648,9 @@ write_results(FILE *f, double elapsed_s, double cpu_s)
 	key(f, 2, &first, "requests_sent");
 	fprintf(f, "%llu", (unsigned long long)evl_stats.sent);
 	key(f, 2, &first, "timestamp");
-	put_str(f, ts);
+	evtool_json_str(f, ts);
 	key(f, 2, &first, "tool");
-	put_str(f, "evload " PACKAGE_VERSION);
+	evtool_json_str(f, "evload " PACKAGE_VERSION);
 	key(f, 2, &first, "total_ops");
 	fprintf(f, "%llu", (unsigned long long)ops);
 	key(f, 2, &first, "unsent");
@@ -1023,7 +912,7 @@ main(int argc, char **argv)
 		fprintf(bf, "Starting load test: duration=%s, workers=%d, url=%s\n", duration_text,
 		    cfg.workers, cfg.url);
 		if (cfg.mix == EVL_MIX_VERSION || cfg.mix == EVL_MIX_HEALTH)
-			fprintf(bf, "  mix %s: GET %s%s", mix_names[cfg.mix], cfg.path,
+			fprintf(bf, "  mix %s: GET %s%s", mix_names[cfg.mix], cfg.srv.path,
 			    cfg.mix == EVL_MIX_VERSION ? "/version" : "/health");
 		else
 			fprintf(bf, "  mix %s: streams %s0..%ld, read every %ld, batch %ld, write body %zu bytes",

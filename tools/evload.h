@@ -8,6 +8,9 @@
  *                  loop, request bytes, the HTTP/1.1 response parser,
  *                  closed- and open-loop scheduling, timeouts, errors
  *   evload_hist.c  the log-linear latency histogram
+ * Shared with evcheck: tools/httpresp.c (response parser), tools/evconn.c
+ * (the socket side of a connection, the URL), tools/evtool.c (options,
+ * JSON strings).
  *
  * Everything runs in one thread; no locking anywhere.  Prefix: evl_.
  */
@@ -18,6 +21,8 @@
 #include <stdint.h>
 
 #include <event2/event.h>
+
+#include "evconn.h"
 
 /* What one request does. */
 enum evl_kind {
@@ -94,11 +99,7 @@ struct evl_config {
 	const char	*stream_prefix;	/* "test-stream-" */
 	const char	*profile_dir;
 	const char	*output;
-	/* parsed from url */
-	char		 host[256];	/* for getaddrinfo */
-	char		 port[16];
-	char		 authority[300];	/* Host header */
-	char		 path[512];	/* base path without trailing slash */
+	struct evc_url	 srv;		/* parsed from url */
 };
 
 /* Counters of the run, owned by evload_conn.c, read by evload.c. */

@@ -27,7 +27,9 @@
  *     from the due time, so a stalled server shows up in the percentiles
  *     (no coordinated omission).
  *
- * The response parser (httpresp.c, shared with evcheck) handles the
+ * The socket plumbing (connect, send, read, close, back-off) is evconn.c,
+ * shared with evcheck like the response parser (httpresp.c), which
+ * handles the
  * status line, Content-Length, chunked bodies (sizes, extensions,
  * trailers), bodies delimited by EOF, 1xx interim responses and
  * Connection: close.  Only status 200 counts as a
@@ -39,9 +41,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +51,11 @@
 #include <unistd.h>
 
 #include "evload.h"
+#include "evconn.h"
 #include "httpresp.h"
 
 #define EVL_VERSION_UA	"evload/" PACKAGE_VERSION
 #define RBUF_INIT	(16 * 1024)
-#define RBUF_MAX	HRESP_BODY_MAX	/* a response larger than this is refused */
 #define SWEEP_MS	20
 #define BACKOFF_MIN_MS	50
 #define BACKOFF_MAX_MS	1000
@@ -79,26 +78,15 @@ struct gen {
 	int		read_pending;	/* the write of iteration seq is out, its read is next */
 };
 
-enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP };
-
 struct conn {
 	unsigned	 magic;
 	int		 id;
-	int		 fd;
-	enum conn_state	 state;
-	struct event	*rev;		/* persistent read */
-	struct event	*wev;		/* one-shot write (connect, full send buffer) */
+	struct evconn	 sock;		/* socket, buffers, parser (evconn.c) */
 	struct event	*retry;		/* reconnect timer */
-	uint64_t	 t_connect;
 	int		 backoff_ms;
 	uint64_t	 served;	/* responses on the current socket */
 	int		 queued;	/* on the open-loop ready queue */
-
-	char		*wbuf;
-	size_t		 woff, wlen, wcap;
-	char		*rbuf;
-	size_t		 rpos, rlen, rcap;
-	struct hresp	 p;
+	size_t		 wcap;
 
 	struct inflight	*q;		/* ring of --pipeline entries */
 	int		 qhead, qn;
@@ -200,17 +188,19 @@ static const char payload_text[] = "test data for profiling with some content to
 static void
 build_pieces(void)
 {
-	char *payload, *auth, batch[24];
+	char *payload, batch[24];
 	size_t plen = sizeof(payload_text) - 1;
 	long i;
+	int n;
 
-	auth = cfg->token && *cfg->token ?
-	    xasprintf("Authorization: Bearer %s\r\n", cfg->token, NULL, NULL, NULL) : strdup("");
-	post_head = xasprintf("POST %s/rpc HTTP/1.1\r\nHost: %s\r\nUser-Agent: " EVL_VERSION_UA
-	    "\r\n%sContent-Type: application/json\r\nContent-Length: ",
-	    cfg->path, cfg->authority, auth, NULL);
-	post_head_len = strlen(post_head);
-	free(auth);
+	n = evc_post_head(NULL, 0, EVL_VERSION_UA, &cfg->srv, cfg->token);
+	post_head = n < 0 ? NULL : malloc((size_t)n + 1);
+	if (post_head == NULL) {
+		fprintf(stderr, "evload: out of memory\n");
+		exit(2);
+	}
+	post_head_len = (size_t)evc_post_head(post_head, (size_t)n + 1, EVL_VERSION_UA, &cfg->srv,
+	    cfg->token);
 
 	w1 = xasprintf("[\"stream.write\",\"%s", cfg->stream_prefix, NULL, NULL, NULL);
 	w1_len = strlen(w1);
@@ -236,7 +226,7 @@ build_pieces(void)
 	r2_len = strlen(r2);
 
 	get_req = xasprintf("GET %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " EVL_VERSION_UA "\r\n\r\n",
-	    cfg->path, cfg->mix == EVL_MIX_HEALTH ? "/health" : "/version", cfg->authority, NULL);
+	    cfg->srv.path, cfg->mix == EVL_MIX_HEALTH ? "/health" : "/version", cfg->srv.authority, NULL);
 	get_req_len = strlen(get_req);
 
 	/* head + length digits + CRLFCRLF + the longest body */
@@ -267,16 +257,16 @@ put_request(struct conn *c, unsigned kind, uint64_t stream, uint64_t now)
 	size_t sl, cl, blen;
 	uint64_t counter;
 
-	if (c->wcap - c->wlen < max_req_len) {
+	if (c->wcap - c->sock.wlen < max_req_len) {
 		/* cannot happen: wcap holds --pipeline requests and they all left */
-		memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
-		c->wlen -= c->woff;
-		c->woff = 0;
+		memmove(c->sock.wbuf, c->sock.wbuf + c->sock.woff, c->sock.wlen - c->sock.woff);
+		c->sock.wlen -= c->sock.woff;
+		c->sock.woff = 0;
 	}
-	p = c->wbuf + c->wlen;
+	p = c->sock.wbuf + c->sock.wlen;
 	if (kind == EVL_GET) {
 		memcpy(p, get_req, get_req_len);
-		c->wlen += get_req_len;
+		c->sock.wlen += get_req_len;
 		return;
 	}
 	sl = utoa(sdig, stream);
@@ -312,7 +302,7 @@ put_request(struct conn *c, unsigned kind, uint64_t stream, uint64_t now)
 		memcpy(p, r2, r2_len);
 		p += r2_len;
 	}
-	c->wlen = (size_t)(p - c->wbuf);
+	c->sock.wlen = (size_t)(p - c->sock.wbuf);
 }
 
 /* Next operation of a generator: kind and stream. */
@@ -421,14 +411,6 @@ check_drained(void)
 		evl_drained();
 }
 
-static void
-schedule_retry(struct conn *c, int delay_ms)
-{
-	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
-
-	evtimer_add(c->retry, &tv);
-}
-
 /*
  * Close c's socket.  Requests in flight become errors of kind `why`
  * (why < 0: the close is expected and nothing is in flight).  Unless the
@@ -450,22 +432,7 @@ conn_drop(struct conn *c, int why)
 		inflight_total--;
 	}
 	c->qhead = 0;
-	if (c->rev) {
-		event_free(c->rev);
-		c->rev = NULL;
-	}
-	if (c->wev) {
-		event_free(c->wev);
-		c->wev = NULL;
-	}
-	if (c->fd >= 0) {
-		close(c->fd);
-		c->fd = -1;
-	}
-	c->state = CS_DOWN;
-	c->woff = c->wlen = 0;
-	c->rpos = c->rlen = 0;
-	memset(&c->p, 0, sizeof(c->p));
+	evc_close(&c->sock);
 	/* An unfinished iteration's read is given up with the connection. */
 	c->gen.read_pending = 0;
 
@@ -474,12 +441,9 @@ conn_drop(struct conn *c, int why)
 			c->backoff_ms = 0;
 			delay = 0;
 		} else {
-			c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
-			if (c->backoff_ms > BACKOFF_MAX_MS)
-				c->backoff_ms = BACKOFF_MAX_MS;
-			delay = c->backoff_ms;
+			delay = evc_backoff(&c->backoff_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 		}
-		schedule_retry(c, delay);
+		evc_timer_ms(c->retry, delay);
 	}
 	check_drained();
 }
@@ -496,24 +460,8 @@ connect_failed(struct conn *c)
 static void
 conn_flush(struct conn *c)
 {
-	ssize_t n;
-
-	while (c->woff < c->wlen) {
-		n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
-		if (n > 0) {
-			c->woff += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			event_add(c->wev, NULL);
-			return;
-		}
+	if (evc_flush(&c->sock) < 0)
 		conn_drop(c, EVL_F_CLOSED);
-		return;
-	}
-	c->woff = c->wlen = 0;
 }
 
 /* ------------------------------------------------------------------ input */
@@ -544,16 +492,15 @@ protocol_note(const char *what, const char *b, size_t n)
 	fprintf(stderr, "\"%s); further protocol errors are only counted\n", n > 160 ? "..." : "");
 }
 
-/* One complete response of `len` bytes at b. Returns -1 if c was dropped. */
+/* One complete final response of `len` bytes at b. Returns -1 if c was dropped. */
 static int
-on_response(struct conn *c, const char *b, size_t len, uint64_t now)
+on_response(void *arg, const char *b, size_t len, uint64_t now)
 {
-	struct hresp *p = &c->p;
+	struct conn *c = arg;
+	struct hresp *p = &c->sock.p;
 	struct inflight *f;
 	uint64_t lat;
 
-	if (p->status < 200)
-		return 0;	/* interim response: the real one follows */
 	if (c->qn == 0) {
 		protocol_note("response to no request", b, len);
 		evl_stats.fail[EVL_F_PROTOCOL]++;
@@ -586,72 +533,31 @@ static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	int eof = 0, err = 0;
-	ssize_t n;
-	size_t room;
-	long len;
+	int rd, rc;
 	uint64_t now;
 
-	for (;;) {
-		if (c->rcap - c->rlen < 4096 && c->rpos > 0) {
-			memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-			c->rlen -= c->rpos;
-			c->rpos = 0;
-		}
-		if (c->rcap - c->rlen < 4096) {
-			char *nb;
-
-			if (c->rcap * 2 > RBUF_MAX) {
-				evl_stats.fail[EVL_F_PROTOCOL]++;
-				conn_drop(c, EVL_F_PROTOCOL);
-				return;
-			}
-			nb = realloc(c->rbuf, c->rcap * 2);
-			if (nb == NULL) {
-				fprintf(stderr, "evload: out of memory\n");
-				exit(2);
-			}
-			c->rbuf = nb;
-			c->rcap *= 2;
-		}
-		room = c->rcap - c->rlen;
-		n = read(c->fd, c->rbuf + c->rlen, room);
-		if (n > 0) {
-			c->rlen += (size_t)n;
-			if ((size_t)n < room)
-				break;
-			continue;
-		}
-		if (n == 0) {
-			eof = 1;
-			break;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			err = 1;
-		break;
+	rd = evc_read(&c->sock);
+	if (rd & EVC_NOMEM) {
+		fprintf(stderr, "evload: out of memory\n");
+		exit(2);
 	}
-
+	if (rd & EVC_TOOBIG) {
+		evl_stats.fail[EVL_F_PROTOCOL]++;
+		conn_drop(c, EVL_F_PROTOCOL);
+		return;
+	}
 	now = evl_now_ns();
-	while (c->rpos < c->rlen) {
-		len = hresp_parse(&c->p, c->rbuf + c->rpos, c->rlen - c->rpos, eof);
-		if (len < 0) {
-			protocol_note("could not parse a response", c->rbuf + c->rpos, c->rlen - c->rpos);
-			evl_stats.fail[EVL_F_PROTOCOL]++;
-			conn_drop(c, EVL_F_PROTOCOL);
-			return;
-		}
-		if (len == 0)
-			break;
-		if (on_response(c, c->rbuf + c->rpos, (size_t)len, now) < 0)
-			return;
-		c->rpos += (size_t)len;
-		memset(&c->p, 0, sizeof(c->p));
+	rc = evc_responses(&c->sock, rd & EVC_EOF, now, on_response, c);
+	if (rc == EVC_MALFORMED) {
+		protocol_note("could not parse a response", c->sock.rbuf + c->sock.rpos,
+		    c->sock.rlen - c->sock.rpos);
+		evl_stats.fail[EVL_F_PROTOCOL]++;
+		conn_drop(c, EVL_F_PROTOCOL);
+		return;
 	}
-	if (c->rpos == c->rlen)
-		c->rpos = c->rlen = 0;
-	if (eof || err) {
+	if (rc < 0)
+		return;
+	if (rd & (EVC_EOF | EVC_ERR)) {
 		/* The peer went away: only unanswered requests are errors. */
 		conn_drop(c, c->qn > 0 ? EVL_F_CLOSED : -1);
 		return;
@@ -663,10 +569,10 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 static void
 conn_up(struct conn *c, uint64_t now)
 {
-	c->state = CS_UP;
+	c->sock.state = EVC_UP;
 	c->served = 0;
 	evl_stats.connects++;
-	event_add(c->rev, NULL);
+	event_add(c->sock.rev, NULL);
 	conn_fill(c, now);
 }
 
@@ -674,11 +580,9 @@ static void
 conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
 
-	if (c->state == CS_CONNECTING) {
-		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+	if (c->sock.state == EVC_CONNECTING) {
+		if (evc_connected(&c->sock) < 0) {
 			connect_failed(c);
 			return;
 		}
@@ -700,37 +604,29 @@ conn_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void
 conn_connect(struct conn *c)
 {
-	int one = 1;
+	switch (evc_open(&c->sock, base, &addr, addrlen, conn_read_cb, conn_write_cb, c,
+	    evl_now_ns())) {
+	case 1:
+		conn_up(c, c->sock.t_connect);
+		return;
+	case 0:
+		return;
+	case -2:
+		fprintf(stderr, "evload: could not create events\n");
+		exit(2);
+	default:
+		if (c->sock.fd < 0) {
+			static int said;
 
-	c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		static int said;
-
-		if (!said) {
-			said = 1;
-			fprintf(stderr, "evload: could not create socket: %s\n", strerror(errno));
+			if (!said) {
+				said = 1;
+				fprintf(stderr, "evload: could not create socket: %s\n",
+				    strerror(errno));
+			}
 		}
 		connect_failed(c);
 		return;
 	}
-	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	c->wev = event_new(base, c->fd, EV_WRITE, conn_write_cb, c);
-	if (c->rev == NULL || c->wev == NULL) {
-		fprintf(stderr, "evload: could not create events\n");
-		exit(2);
-	}
-	c->t_connect = evl_now_ns();
-	if (connect(c->fd, (struct sockaddr *)&addr, addrlen) == 0) {
-		conn_up(c, c->t_connect);
-		return;
-	}
-	if (errno != EINPROGRESS) {
-		connect_failed(c);
-		return;
-	}
-	c->state = CS_CONNECTING;
-	event_add(c->wev, NULL);
 }
 
 /* ------------------------------------------------------------------ scheduling */
@@ -765,7 +661,7 @@ conn_fill(struct conn *c, uint64_t now)
 	uint64_t stream;
 	unsigned kind;
 
-	if (c->state != CS_UP)
+	if (c->sock.state != EVC_UP)
 		return;
 	if (open_loop) {
 		uint64_t due = open_due(now);
@@ -794,7 +690,7 @@ conn_fill(struct conn *c, uint64_t now)
 		conn_drop(c, -1);	/* done: let the server forget us now */
 		return;
 	}
-	if (c->wlen > c->woff)
+	if (c->sock.wlen > c->sock.woff)
 		conn_flush(c);
 }
 
@@ -856,9 +752,9 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < nconns; i++) {
 		struct conn *c = &conns[i];
 
-		if (c->state == CS_CONNECTING && now - c->t_connect > cfg->timeout_ns)
+		if (c->sock.state == EVC_CONNECTING && now - c->sock.t_connect > cfg->timeout_ns)
 			connect_failed(c);
-		else if (c->state == CS_UP && c->qn > 0 &&
+		else if (c->sock.state == EVC_UP && c->qn > 0 &&
 		    now - c->q[c->qhead].t_sent > cfg->timeout_ns)
 			conn_drop(c, EVL_F_TIMEOUT);
 	}
@@ -871,25 +767,14 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 int
 evl_run_init(struct event_base *b, const struct evl_config *config, char *err, size_t errlen)
 {
-	struct addrinfo hints, *res = NULL;
 	struct timespec rt;
 	struct timeval tv;
-	int rc, i;
+	int i;
 
 	cfg = config;
 	base = b;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	rc = getaddrinfo(cfg->host, cfg->port, &hints, &res);
-	if (rc != 0 || res == NULL) {
-		snprintf(err, errlen, "could not resolve \"%s\": %s", cfg->host,
-		    rc ? gai_strerror(rc) : "no address");
+	if (evc_resolve(cfg->srv.host, cfg->srv.port, &addr, &addrlen, err, errlen) < 0)
 		return -1;
-	}
-	memcpy(&addr, res->ai_addr, res->ai_addrlen);
-	addrlen = res->ai_addrlen;
-	freeaddrinfo(res);
 
 	build_pieces();
 
@@ -908,14 +793,14 @@ evl_run_init(struct event_base *b, const struct evl_config *config, char *err, s
 
 		c->magic = CONN_MAGIC;
 		c->id = i;
-		c->fd = -1;
+		c->sock.fd = -1;
 		c->wcap = max_req_len * (size_t)cfg->pipeline + max_req_len;
-		c->wbuf = malloc(c->wcap);
-		c->rcap = RBUF_INIT;
-		c->rbuf = malloc(c->rcap);
+		c->sock.wbuf = malloc(c->wcap);
+		c->sock.rcap = RBUF_INIT;
+		c->sock.rbuf = malloc(c->sock.rcap);
 		c->q = calloc((size_t)cfg->pipeline, sizeof(*c->q));
 		c->retry = evtimer_new(base, conn_retry_cb, c);
-		if (c->wbuf == NULL || c->rbuf == NULL || c->q == NULL || c->retry == NULL) {
+		if (c->sock.wbuf == NULL || c->sock.rbuf == NULL || c->q == NULL || c->retry == NULL) {
 			snprintf(err, errlen, "out of memory for %d connections", nconns);
 			return -1;
 		}
@@ -979,7 +864,7 @@ evl_run_stop(uint64_t now)
 		struct conn *c = &conns[i];
 
 		evtimer_del(c->retry);
-		if (c->state == CS_CONNECTING || (c->state == CS_UP && c->qn == 0))
+		if (c->sock.state == EVC_CONNECTING || (c->sock.state == EVC_UP && c->qn == 0))
 			conn_drop(c, -1);
 	}
 	check_drained();
@@ -1000,16 +885,11 @@ evl_run_free(void)
 	for (i = 0; i < nconns; i++) {
 		struct conn *c = &conns[i];
 
-		if (c->rev)
-			event_free(c->rev);
-		if (c->wev)
-			event_free(c->wev);
-		if (c->fd >= 0)
-			close(c->fd);
+		evc_close(&c->sock);
 		if (c->retry)
 			event_free(c->retry);
-		free(c->wbuf);
-		free(c->rbuf);
+		free(c->sock.wbuf);
+		free(c->sock.rbuf);
 		free(c->q);
 	}
 	free(conns);

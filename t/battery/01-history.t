@@ -19,20 +19,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
-use File::Basename qw(dirname);
 use POSIX ();
 use EventoTest qw(battery battery_full json_decode);
 
-sub evcheck_binary {
-    return $ENV{EVCHECK} if $ENV{EVCHECK};
-    for my $d (grep { defined } $ENV{EVENTODB_BUILDDIR},
-               ($ENV{EVENTODBD} ? dirname($ENV{EVENTODBD}) : undef), EventoTest::top_dir()) {
-        return "$d/evcheck" if -x "$d/evcheck";
-    }
-    return EventoTest::top_dir() . '/evcheck';
-}
-
-my $EVCHECK = evcheck_binary();
+my $EVCHECK = EventoTest::tool_binary('evcheck');
 plan skip_all => "evcheck not built ($EVCHECK)" unless -x $EVCHECK;
 
 my $full = battery_full();

@@ -16,7 +16,7 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
-use EventoTest qw(ADMIN_TOKEN pid_alive mult battery battery_full);
+use EventoTest qw(ADMIN_TOKEN pid_alive mult battery battery_full put_file);
 use EventoProc qw(log_events rss_kb);
 
 my $t = EventoTest->new(need => [qw(daemon pg)]);
@@ -27,11 +27,7 @@ my $hook = $t->dir . '/crash-hook';
 sub hook {
     my ($what) = @_;
     if (!defined $what) { unlink $hook; return }
-    open my $fh, '>', "$hook.tmp" or die "$hook: $!";
-    print $fh $what;
-    close $fh;
-    chmod 0644, "$hook.tmp";
-    rename "$hook.tmp", $hook or die "rename: $!";
+    put_file($hook, $what);
 }
 chmod 0755, $t->dir;
 

@@ -18,7 +18,7 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
-use EventoTest qw(ADMIN_TOKEN pid_alive mult battery battery_full);
+use EventoTest qw(ADMIN_TOKEN pid_alive mult battery battery_full put_file);
 use EventoLoad;
 use EventoProc qw(log_events load_start pct timing_ok);
 
@@ -30,14 +30,7 @@ my $broken_at = 3;
 my $drain = 10;
 
 my $conf = $t->dir . '/reload.conf';
-sub conf {
-    my ($txt) = @_;
-    open my $fh, '>', "$conf.tmp" or die "$conf: $!";
-    print $fh $txt;
-    close $fh;
-    chmod 0644, "$conf.tmp";
-    rename "$conf.tmp", $conf or die "rename: $!";
-}
+sub conf { put_file($conf, $_[0]) }
 chmod 0755, $t->dir;
 conf("# 13-reload.t\nshutdown-timeout = $drain\nidle-timeout = 60\n");
 my $d = $t->start(workers => 4, args => ['--config', $conf]);

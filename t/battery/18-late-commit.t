@@ -40,22 +40,12 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
-use File::Basename qw(dirname);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time);
-use EventoTest qw(battery battery_full json_decode arr obj);
+use EventoTest qw(battery battery_full json_decode arr obj new_id);
 use EventoSSE;
 
-sub evcheck_binary {
-    return $ENV{EVCHECK} if $ENV{EVCHECK};
-    for my $d (grep { defined } $ENV{EVENTODB_BUILDDIR},
-               ($ENV{EVENTODBD} ? dirname($ENV{EVENTODBD}) : undef), EventoTest::top_dir()) {
-        return "$d/evcheck" if -x "$d/evcheck";
-    }
-    return EventoTest::top_dir() . '/evcheck';
-}
-
-my $EVCHECK = evcheck_binary();
+my $EVCHECK = EventoTest::tool_binary('evcheck');
 plan skip_all => "evcheck not built ($EVCHECK)" unless -x $EVCHECK;
 
 my $t = EventoTest->new;
@@ -67,19 +57,12 @@ like($schema, qr/^\w+$/, "namespace schema $schema");
 my $c = $t->cluster_info;
 
 sub slurp { my ($f) = @_; open my $fh, '<', $f or return undef; local $/; my $s = <$fh>; close $fh; return $s }
-sub uuid4 {
-    my @b = map { int rand 256 } 1 .. 16;
-    $b[6] = ($b[6] & 0x0f) | 0x40;
-    $b[8] = ($b[8] & 0x3f) | 0x80;
-    my $h = join '', map { sprintf '%02x', $_ } @b;
-    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4), substr($h, 20);
-}
 
 my $P = 'lc' . join '', map { ('a' .. 'z')[int rand 26] } 1 .. 6;
 my ($A, $B) = ("${P}0", "${P}1");
 my $held_stream = "$A-xheld";
 my $rb_stream = "$A-xrb";
-my ($held_id, $rb_id) = (uuid4(), uuid4());
+my ($held_id, $rb_id) = (new_id(), new_id());
 my $hold_s = 5;
 
 # ---- subscribers first, so every live write is poked
@@ -312,7 +295,7 @@ $_->close for values %sub;
     }
     my @workers = grep { @{ $conn{$_} } == 2 } sort keys %conn;
     is(scalar @workers, 2, 'two connections on each worker');
-    my $pid = psql_bg("BEGIN; SELECT $wm('" . uuid4() . "', '$A-xprobe', 'Held', '{}'::jsonb); "
+    my $pid = psql_bg("BEGIN; SELECT $wm('" . new_id() . "', '$A-xprobe', 'Held', '{}'::jsonb); "
                       . "SELECT pg_sleep(4); COMMIT;", "$dir/probe.out");
     my $locked = $t->wait_for(sub {
         $t->psql($d->db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()") > 0

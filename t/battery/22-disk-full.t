@@ -39,7 +39,7 @@ use HTTP::Tiny;
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time);
 use Time::Local qw(timegm);
-use EventoTest qw(battery battery_full mult);
+use EventoTest qw(battery battery_full mult new_id);
 use EventoFault;
 
 plan skip_all => 'needs root (mount -t tmpfs)' unless $> == 0;
@@ -262,11 +262,3 @@ stamp('verified');
 
 is($d->stop, 0, 'SIGTERM: exit 0');
 done_testing;
-
-sub new_id {
-    my @b = map { int rand 256 } 1 .. 16;
-    $b[6] = ($b[6] & 0x0f) | 0x40;
-    $b[8] = ($b[8] & 0x3f) | 0x80;
-    my $h = join '', map { sprintf '%02x', $_ } @b;
-    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4), substr($h, 20);
-}

@@ -178,20 +178,8 @@ is($dp->stop, 0, 'proxied daemon: SIGTERM, exit 0');
     # clean, definite error on a connection that stays up), not cut off.
     my ($st0) = $d->rpc($d->admin_token, 'stream.write', 'locked-0', { type => 'T', data => {} });
     my $schema = $t->psql($d->db, q{SELECT schema_name FROM eventodb_store.namespaces WHERE id = 'default'});
-    my $c = $t->cluster_info;
-    my $locker = fork // die "fork: $!";
-    if (!$locker) {
-        alarm 0;
-        my @cmd = ("$c->{bindir}/psql", '-X', '-q', '-h', $c->{sock}, '-p', $c->{port}, '-U', 'postgres', '-d', $d->db,
-                   '-c', qq{BEGIN; LOCK TABLE "$schema".messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(} . ($dbt + 1) . '); COMMIT;');
-        @cmd = ('runuser', '-u', $c->{user}, '--', @cmd) if $> == 0 && $c->{user};
-        open STDOUT, '>', '/dev/null';
-        { no warnings 'exec'; exec @cmd; }
-        POSIX::_exit(127);
-    }
-    ok($t->wait_for(sub {
-        $t->psql($d->db, q{SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL}) > 0
-    }, 10), 'messages table locked for ' . ($dbt + 1) . ' s');
+    my ($locker, $locked) = $t->lock_messages($d->db, $schema, $dbt + 1);
+    ok($locked, 'messages table locked for ' . ($dbt + 1) . ' s');
     my $t0 = time;
     my ($st, $b) = $d->rpc($d->admin_token, 'stream.write', 'locked-1', { type => 'T', data => { x => 1 } });
     my $el = time - $t0;

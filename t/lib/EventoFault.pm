@@ -156,7 +156,7 @@ sub json_5xx_code {
 # ------------------------------------------------------------ the checker
 
 sub evcheck_binary {
-    my $b = $ENV{EVCHECK} // EventoTest::top_dir() . '/evcheck';
+    my $b = EventoTest::tool_binary('evcheck');
     return -x $b && -f _ ? $b : undef;
 }
 
@@ -330,13 +330,7 @@ sub conninfo {
 sub hold    { kill 'USR1', $_[0]{pid} }
 sub release { kill 'USR2', $_[0]{pid} }
 
-sub stop {
-    my ($self) = @_;
-    return unless $self->{pid};
-    kill 'TERM', $self->{pid};
-    waitpid $self->{pid}, 0;
-    delete $self->{pid};
-}
+sub stop { EventoTest::stop_child($_[0]) }
 
 sub DESTROY { $_[0]->stop if $_[0]{pid} && $$ != $_[0]{pid} }
 

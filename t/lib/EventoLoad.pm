@@ -30,15 +30,7 @@ use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes ();
-use EventoTest qw(json_encode json_decode mult);
-
-sub new_id {
-    my @b = map { int rand 256 } 1 .. 16;
-    $b[6] = ($b[6] & 0x0f) | 0x40;
-    $b[8] = ($b[8] & 0x3f) | 0x80;
-    my $h = join '', map { sprintf '%02x', $_ } @b;
-    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4), substr($h, 20);
-}
+use EventoTest qw(json_encode json_decode mult new_id);
 
 # One request on $conn (a hash: sock, used).  Returns (status, body, why);
 # status 0 = no response; why 'nobyte' if the connection ended before any

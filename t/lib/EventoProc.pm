@@ -143,18 +143,12 @@ sub samples {
     close $fh;
     return @s;
 }
-sub stop {
-    my ($self) = @_;
-    return unless $self->{pid};
-    kill 'TERM', $self->{pid};
-    waitpid $self->{pid}, 0;
-    delete $self->{pid};
-}
+sub stop { EventoTest::stop_child($_[0]) }
 sub DESTROY { $_[0]->stop }
 package EventoProc;
 
 sub evcheck_binary {
-    my $b = $ENV{EVCHECK} // EventoTest::top_dir() . '/evcheck';
+    my $b = EventoTest::tool_binary('evcheck');
     return -x $b ? $b : undef;
 }
 

@@ -54,7 +54,7 @@ use Time::Local qw(timegm);
 our @EXPORT_OK = qw(
     ADMIN_TOKEN mult json_encode json_decode jtype num make_token
     rfc3339_epoch pid_alive parse_responses uuid_re semver_re sha256_hex arr obj
-    battery battery_full
+    battery battery_full new_id put_file
 );
 
 use constant ADMIN_TOKEN =>
@@ -114,6 +114,26 @@ sub obj { return ref $_[0] eq 'HASH' ? $_[0] : {} }
 
 # Force a Perl value to be sent as a JSON number.
 sub num { return 0 + $_[0] }
+
+# A random UUID (version 4), e.g. for options.id.
+sub new_id {
+    my @b = map { int rand 256 } 1 .. 16;
+    $b[6] = ($b[6] & 0x0f) | 0x40;
+    $b[8] = ($b[8] & 0x3f) | 0x80;
+    my $h = join '', map { sprintf '%02x', $_ } @b;
+    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4), substr($h, 20);
+}
+
+# put_file(PATH, TEXT): replace PATH atomically (write PATH.tmp, mode 0644,
+# rename), so a reader (the daemon) never sees half a file.
+sub put_file {
+    my ($path, $text) = @_;
+    open my $fh, '>', "$path.tmp" or die "$path: $!";
+    print $fh $text;
+    close $fh or die "$path: $!";
+    chmod 0644, "$path.tmp";
+    rename "$path.tmp", $path or die "rename: $!";
+}
 
 sub uuid_re { qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/ }
 sub semver_re { qr/^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$/ }
@@ -271,16 +291,20 @@ sub daemon_binary {
     return top_dir() . '/eventodbd';
 }
 
-# evdump: $EVDUMP, else next to the daemon binary, else in the build or source tree.
-sub evdump_binary {
-    return $ENV{EVDUMP} if $ENV{EVDUMP};
+# A built tool (evdump, evcheck, evload): $EVDUMP, $EVCHECK or $EVLOAD,
+# else next to the daemon binary, else in the build or source tree.
+sub tool_binary {
+    my ($name) = @_;
+    return $ENV{uc $name} if $ENV{uc $name};
     my $d = dirname(daemon_binary());
-    for my $c ("$d/evdump", ($ENV{EVENTODB_BUILDDIR} ? "$ENV{EVENTODB_BUILDDIR}/evdump" : ()),
-               top_dir() . '/evdump') {
+    for my $c ("$d/$name", ($ENV{EVENTODB_BUILDDIR} ? "$ENV{EVENTODB_BUILDDIR}/$name" : ()),
+               top_dir() . "/$name") {
         return $c if -x $c;
     }
-    return top_dir() . '/evdump';
+    return top_dir() . "/$name";
 }
+
+sub evdump_binary { tool_binary('evdump') }
 
 sub pg_bindir {
     if (my $d = $ENV{EVENTODB_PG_BINDIR}) { return -x "$d/initdb" ? $d : undef }
@@ -563,6 +587,38 @@ sub psql {
     my $o = $r->{stdout};
     chomp $o;
     return $o;
+}
+
+# stop_child($obj): SIGTERM the helper process $obj->{pid}, reap it and
+# forget it (the stop method of the test helpers that fork one).
+sub stop_child {
+    my ($obj) = @_;
+    my $pid = $obj->{pid} or return;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    delete $obj->{pid};
+}
+
+# lock_messages($db, $schema, $secs): a psql in the background holds an
+# ACCESS EXCLUSIVE lock on $schema.messages for $secs seconds.  Returns
+# its pid and whether the lock was seen granted within 10 s.
+sub lock_messages {
+    my ($self, $db, $schema, $secs) = @_;
+    my $c = $self->cluster_info;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        alarm 0;
+        my @cmd = ("$c->{bindir}/psql", '-X', '-q', '-h', $c->{sock}, '-p', $c->{port}, '-U', 'postgres', '-d', $db,
+                   '-c', qq{BEGIN; LOCK TABLE "$schema".messages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep($secs); COMMIT;});
+        @cmd = ('runuser', '-u', $c->{user}, '--', @cmd) if $> == 0 && $c->{user};
+        open STDOUT, '>', '/dev/null';
+        { no warnings 'exec'; exec @cmd; }
+        POSIX::_exit(127);
+    }
+    my $locked = $self->wait_for(sub {
+        $self->psql($db, q{SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL}) > 0
+    }, 10);
+    return ($pid, $locked);
 }
 
 # Create a fresh database; returns its name.
