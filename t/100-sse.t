@@ -141,7 +141,9 @@ sub sub_ { my (%q) = @_; my $tok = delete $q{_token} // $T; return EventoSSE->ne
     }
     cmp_ok(scalar keys %on, '>=', 2, 'subscriptions landed on ' . scalar(keys %on) . ' different workers');
     my $ws = $d->connect;
-    my $wpid = $d->conn_worker($ws);
+    # connect() returns once the kernel has the connection; a worker
+    # accepts it a moment later.
+    my $wpid = $t->wait_for(sub { $d->conn_worker($ws) }, 5) // '';
     ok($wpid, "writer connection is on worker pid $wpid");
     my @other = grep { ($_->worker // 0) != $wpid } @subs;
     ok(scalar @other, scalar(@other) . ' subscribers on other workers');

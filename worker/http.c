@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -50,6 +51,7 @@
 #define STREAM_INPUT_HIWAT 4096		/* streamed response: input is discarded */
 #define DISCARD_MAX	(64L * 1024 * 1024)	/* body bytes skipped after an early answer */
 #define OUT_HIWAT	(256 * 1024)	/* unsent response bytes that stop the next request */
+#define STREAM_NOTSENT_LOWAT (16 * 1024)	/* streamed response: unsent bytes the kernel takes */
 
 enum conn_state { ST_IDLE, ST_HEAD, ST_BODY, ST_CHUNKED, ST_HANDLING, ST_CLOSING };
 
@@ -1389,6 +1391,24 @@ http_stream_begin(struct http_req *req, int status, const char *ctype, const cha
 	in = bufferevent_get_input(c->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	bufferevent_setwatermark(c->bev, EV_READ, 0, STREAM_INPUT_HIWAT);
+#ifdef TCP_NOTSENT_LOWAT
+	{
+		/*
+		 * A streamed response judges its client by http_stream_pending()
+		 * (sse.c drops a subscriber SSE_MAX_PENDING behind, pauses a
+		 * catch-up above SSE_CATCHUP_HIWAT).  Left alone, the kernel's
+		 * autotuned send buffer (up to tcp_wmem's 4 MB) takes megabytes
+		 * for a client that reads nothing, so that count stays near 0:
+		 * a stalled subscriber is never dropped, its catch-up reads page
+		 * after page, and every poke to it costs a writev and two
+		 * epoll_ctl calls (t/battery/33-slow.t, T13d).  Keep at most
+		 * this much unsent in the kernel; the rest waits in our buffer.
+		 */
+		int lowat = STREAM_NOTSENT_LOWAT;
+		(void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+		    &lowat, sizeof(lowat));
+	}
+#endif
 }
 
 void

@@ -11,13 +11,14 @@
  * (held in a small buffer until the read is done; if that overflows, the
  * read simply runs once more).  The catch-up pages through every missed
  * message in order, SSE_PAGE rows a query, waiting for the client to take
- * each page.  `next` suppresses duplicates: in stream and category mode a
- * subscription's pokes only move forward.  Consumer groups use
- * tok_group_member, the same partition as category.get's SQL.  A
- * keepalive comment goes to every subscription idle for `keepalive`
- * seconds (one timer per worker over a list kept in order of last
- * write).  A client that hangs up is noticed at once (http.c keeps
- * reading its side); one that stops reading is dropped once
+ * each page; a worker reads at most SSE_CATCHUP_QUERIES pages at a time,
+ * the other subscriptions queue for them.  `next` suppresses duplicates:
+ * in stream and category mode a subscription's pokes only move forward.
+ * Consumer groups use tok_group_member, the same partition as
+ * category.get's SQL.  A keepalive comment goes to every subscription
+ * idle for `keepalive` seconds (one timer per worker over a list kept in
+ * order of last write).  A client that hangs up is noticed at once
+ * (http.c keeps reading its side); one that stops reading is dropped once
  * SSE_MAX_PENDING bytes wait for it.
  *
  * Memory: an idle subscription is its http.c connection plus a struct
@@ -57,7 +58,8 @@
 #define TOPIC_MAGIC	0x53535450u
 
 #define SSE_PAGE		1000		/* catch-up rows per query */
-#define SSE_CATCHUP_HIWAT	(256 * 1024)	/* wait for the client above this */
+#define SSE_CATCHUP_HIWAT	(64 * 1024)	/* wait for the client above this: a stalled catch-up holds ~1 page */
+#define SSE_CATCHUP_QUERIES	2		/* catch-up queries in flight per worker */
 #define SSE_MAX_PENDING		(256 * 1024)	/* drop a client this far behind */
 #define SSE_EVBUF		32		/* live events held during catch-up */
 #define NBUCKETS		16384
@@ -83,6 +85,9 @@ struct sse_catchup {
 	int		 requery;	/* live events were lost: read again */
 	int		 nev;
 	struct sse_evt	*ev;		/* SSE_EVBUF, allocated on first use */
+	uint8_t		 queued;	/* waiting in cu_queue for a query slot */
+	uint8_t		 slot;		/* holds one of the SSE_CATCHUP_QUERIES */
+	TAILQ_ENTRY(sse_catchup) qlink;
 };
 
 struct sse_sub {
@@ -131,6 +136,16 @@ static struct sub_list all_subs = TAILQ_HEAD_INITIALIZER(all_subs);	/* keepalive
 static struct event *ka_ev, *flush_ev;
 static int draining, nsubs;
 
+/*
+ * Catch-up pages wait here for one of SSE_CATCHUP_QUERIES slots.  Without
+ * the cap, N subscriptions arriving together (clients reconnecting) put N
+ * page queries in the pool's queue at once, and every request behind them
+ * waits for all of them (t/battery/33-slow.t, T13d: 50 subscribers
+ * stalled the legitimate load for over a second).
+ */
+static TAILQ_HEAD(cu_list, sse_catchup) cu_queue = TAILQ_HEAD_INITIALIZER(cu_queue);
+static int cu_inflight;
+
 /* Outbox: records published since the last flush. */
 static unsigned char *ob;
 static size_t nob, capob;
@@ -142,6 +157,7 @@ static size_t fmtcap;
 static void sub_end(struct sse_sub *s);
 static void sub_free(struct sse_sub *s);
 static void catchup_next(struct sse_sub *s);
+static void catchup_pump(void);
 
 static uint64_t
 now_ns(void)
@@ -470,6 +486,10 @@ catchup_free(struct sse_catchup *u)
 {
 	if (!u)
 		return;
+	if (u->queued)
+		TAILQ_REMOVE(&cu_queue, u, qlink);
+	if (u->slot)
+		cu_inflight--;	/* only if its query never came back */
 	db_query_reset(&u->q);
 	free(u->sql);
 	for (int i = 0; i < u->nev; i++)
@@ -588,9 +608,8 @@ go_live(struct sse_sub *s)
 }
 
 static void
-page_done(struct db_query *q)
+page_result(struct sse_sub *s, struct db_query *q)
 {
-	struct sse_sub *s = q->arg;
 	struct sse_catchup *u = s->cu;
 	PGresult *r = q->res[0];
 	struct evbuffer *page;
@@ -662,6 +681,37 @@ page_done(struct db_query *q)
 }
 
 static void
+page_done(struct db_query *q)
+{
+	struct sse_sub *s = q->arg;
+
+	if (s->cu->slot) {
+		s->cu->slot = 0;
+		cu_inflight--;
+	}
+	page_result(s, q);	/* may free s, or queue its next page */
+	catchup_pump();
+}
+
+/* Send queued catch-up pages while slots are free, oldest first. */
+static void
+catchup_pump(void)
+{
+	struct sse_catchup *u;
+
+	while (cu_inflight < SSE_CATCHUP_QUERIES && (u = TAILQ_FIRST(&cu_queue)) != NULL) {
+		TAILQ_REMOVE(&cu_queue, u, qlink);
+		u->queued = 0;
+		u->slot = 1;
+		cu_inflight++;
+		u->q.t_submit = now_ns();
+		u->busy = 1;
+		db_submit(&u->q);	/* answers on a later loop turn, never inside */
+	}
+}
+
+/* The next catch-up page, once a query slot is free (behind the others). */
+static void
 catchup_next(struct sse_sub *s)
 {
 	struct sse_catchup *u = s->cu;
@@ -675,9 +725,9 @@ catchup_next(struct sse_sub *s)
 	u->q.nstmts = 1;
 	u->q.cb = page_done;
 	u->q.arg = s;
-	u->q.t_submit = now_ns();
-	u->busy = 1;
-	db_submit(&u->q);
+	u->queued = 1;
+	TAILQ_INSERT_TAIL(&cu_queue, u, qlink);
+	catchup_pump();
 }
 
 /* Go's strconv.ParseInt(s, 10, 64): optional sign, decimal digits, no overflow. */

@@ -24,6 +24,7 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use IO::Select;
+use Socket ();
 use Time::HiRes qw(time);
 use EventoTest qw(ADMIN_TOKEN battery battery_full json_encode json_decode mult arr);
 use EventoConns;
@@ -80,15 +81,32 @@ my $body = json_encode(['category.get', 'slowread', { batchSize => 1000 }]);
 my $cat_req = "POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $A\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
 my $sse_req = "GET /subscribe?category=test&token=$A HTTP/1.1\r\nHost: x\r\n\r\n";
 my $hold_secs = $BODY + 4;
+# EVENTODB_T13_ONLY=loris,body,cat,sse: hold only these kinds of slow
+# client (to find which one hurts the load); the rows of the others fail.
+my %only = map { $_ => 1 } split /,/, $ENV{EVENTODB_T13_ONLY} // 'loris,body,cat,sse';
+my $hold = sub { my ($kind, %o) = @_; $only{$kind} ? EventoConns->hold($d, %o) : EventoConns->none };
+# The slow readers are ready once their answers have begun (1 KB waiting:
+# the category.get page was read and built, the SSE catch-up's first page
+# sent).  That work is what any client asking for 1,000 messages costs, and
+# 100 such requests at once (about 1.5 s of CPU here) landing inside the
+# 4 s load window would decide its p99 alone; T13d is about holding slow
+# clients, so the load starts once they are slow.  Then the slowloris and
+# slow-body clients, whose deadlines run from their first byte.
 my $t0 = time;
-my $hl = EventoConns->hold($d, n => $NSLOW, mode => 'slowloris', interval => 1, max_secs => $HDR + 10);
-my $hb = EventoConns->hold($d, n => $NSLOW, mode => 'slowbody', interval => 1, max_secs => $BODY + 10);
-my $hr = EventoConns->hold($d, n => $NREAD, mode => 'slowread', request => $cat_req, rcvbuf => 4096,
-                           read_bytes => 256, interval => 1, max_secs => $hold_secs);
-my $hs = EventoConns->hold($d, n => $NREAD, mode => 'slowread', request => $sse_req, rcvbuf => 4096,
-                           read_bytes => 64, interval => 1, max_secs => $hold_secs);
-$_->ready for $hl, $hb, $hr, $hs;
+my $hr = $hold->('cat', n => $NREAD, mode => 'slowread', request => $cat_req, rcvbuf => 4096,
+                 read_bytes => 256, interval => 1, max_secs => $hold_secs, ready_bytes => 1024);
+my $hs = $hold->('sse', n => $NREAD, mode => 'slowread', request => $sse_req, rcvbuf => 4096,
+                 read_bytes => 64, interval => 1, max_secs => $hold_secs, ready_bytes => 1024);
+$_->ready for $hr, $hs;
+my $t_readers = time - $t0;
+$t0 = time;
+my $hl = $hold->('loris', n => $NSLOW, mode => 'slowloris', interval => 1, max_secs => $HDR + 10);
+my $hb = $hold->('body', n => $NSLOW, mode => 'slowbody', interval => 1, max_secs => $BODY + 10);
+$_->ready for $hl, $hb;
 my $opened = time - $t0;
+diag(sprintf 'slow readers answered after %.1f s (%d of %d category readers, %d of %d SSE); '
+             . 'slowloris and slow body in place after %.1f s more', $t_readers, $hr->ready->{answered} // 0, $NREAD,
+             $hs->ready->{answered} // 0, $NREAD, $opened);
 # The legitimate load, at half rate, while they are all there.
 my $wait = evload_bg(4, '--rate', $rate);
 my $rss_peak = 0;
@@ -103,6 +121,8 @@ my $rb = $hb->result;
 my $rr = $hr->result;
 my $rs = $hs->result;
 my $rss_grow = ($rss_peak - $rss0) / 1024;
+diag(sprintf 'client CPU: slowloris %.2f s, slow body %.2f s, category readers %.2f s, SSE readers %.2f s '
+             . '(over %.1f s)', map({ $_->{cpu_s} // 0 } $rl, $rb, $rr, $rs), $rl->{wall_s} // 0);
 
 my $timing_note = overloaded() ? ' (machine overloaded: load ' . loadavg() . ')' : '';
 my $slack = $timing_note ? 2 : 0;
@@ -122,12 +142,15 @@ battery('T13c', "slow readers: $NREAD on category.get of 1,000 messages + $NREAD
         'RSS growth from slow readers <= 32 MB', $rss_grow <= 32);
 my $errs = $during->{errors} // -1;
 my $p99r = ($base->{p99_latency_ms} // 0) ? ($during->{p99_latency_ms} // 0) / $base->{p99_latency_ms} : 99;
-my $lat_ok = $p99r <= 2 || $timing_note;
+# 2x a baseline of a few milliseconds is inside one scheduling hiccup on 2
+# shared cores: a p99 within 20 ms of the baseline passes too (the fault
+# this row exists for cost 0.4-1.7 s).
+my $lat_ok = $p99r <= 2 || ($during->{p99_latency_ms} // 1e9) <= ($base->{p99_latency_ms} // 0) + 20 || $timing_note;
 battery('T13d', "legitimate load at $rate/s (half the closed-loop rate) alongside",
         sprintf('%d requests, %d errors; p99 %.1f ms vs %.1f ms baseline (%.1fx)%s', $during->{total_ops} // 0, $errs,
                 $during->{p99_latency_ms} // 0, $base->{p99_latency_ms} // 0, $p99r,
                 $timing_note && $p99r > 2 ? "$timing_note; latency not judged" : ''),
-        'service available throughout (0 errors); p99 <= 2x baseline', $errs == 0 && ($during->{total_ops} // 0) > 0 && $lat_ok);
+        'service available throughout (0 errors); p99 <= 2x baseline (or + 20 ms)', $errs == 0 && ($during->{total_ops} // 0) > 0 && $lat_ok);
 
 # ---- T13e: a client that pipelines large reads without reading the
 # answers.  Regression: every answer used to be built and buffered at once
@@ -170,6 +193,51 @@ battery('T13d', "legitimate load at $rate/s (half the closed-loop rate) alongsid
             sprintf('worker RSS +%.1f MB while unread; then %d of %d answers read (%d bytes each)', $grow, $good, $NPIPE, $len),
             'RSS growth <= 32 MB (the next request waits for the output to drain); every answer delivered',
             $grow <= 32 && $good == $NPIPE);
+}
+
+# ---- A live SSE subscriber that reads nothing is dropped once 256 KB of
+# pokes wait for it (sse.c SSE_MAX_PENDING).  Regression: the kernel's
+# autotuned send buffer (tcp_wmem, up to 4 MB) took the pokes instead, so
+# the subscriber was never dropped and every poke to it cost a writev and
+# two epoll_ctl calls (T13d: p99 0.8-2.4 s); http.c now keeps at most
+# 16 KB unsent in the kernel for a streamed response (TCP_NOTSENT_LOWAT).
+SKIP: {
+    skip 'TCP_NOTSENT_LOWAT is Linux-only', 2 unless $^O eq 'linux';
+    my $cat = 'stall' . int(rand 1e9);
+    my $st = "$cat-" . ('s' x 150);    # ~250-byte pokes: 256 KB in ~1,050 of them
+    socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096);
+    connect($s, Socket::sockaddr_in($d->port, Socket::inet_aton($d->host))) or die "connect: $!";
+    $d->send_all($s, "GET /subscribe?category=$cat&token=$A HTTP/1.1\r\nHost: x\r\n\r\n");
+    # Live: the first poke arrives (the catch-up of an empty category is over).
+    my $got = '';
+    $d->write_many($A, $st, 1);
+    my $until = time + 10 * mult();
+    while ($got !~ /event: poke/ && time < $until) {
+        last unless IO::Select->new($s)->can_read(1);
+        sysread($s, $got, 4096, length $got) or last;
+    }
+    my $log0 = length $d->log_since_start;
+    my $n = 0;
+    my $dropped;
+    # 3,000 pokes (~750 KB); with the kernel taking megabytes it is not dropped.
+    while ($n < 3000 && !$dropped) {
+        $d->write_many($A, $st, 100);
+        $n += 100;
+        $dropped = substr($d->log_since_start, $log0) =~ /subscription dropped/;
+    }
+    ok($got =~ /event: poke/ && $dropped, "a stalled live subscriber is dropped (after $n pokes)")
+        or diag("first bytes: $got");
+    # Everything sent before the drop arrives, then the end of the stream.
+    my $rest = '';
+    $until = time + 20 * mult();
+    while (time < $until && IO::Select->new($s)->can_read(5)) {
+        my $k = sysread $s, $rest, 65536, length $rest;
+        last unless $k;
+    }
+    like(substr($rest, -5), qr/\A0\r\n\r\n\z/, sprintf 'then its stream ends cleanly (%d KB were queued)',
+         length($rest) / 1024);
+    close $s;
 }
 
 is($d->http('GET', '/health')->{status}, 200, 'served at the end');

@@ -82,7 +82,11 @@ sub fdlimit {
 }
 
 # ---- T14a
+my @bcpu0 = map { cpu_s($_) } sort values %workers;
 my $base = evload($d, 3);
+my @bcpu1 = map { cpu_s($_) } sort values %workers;
+diag(sprintf 'worker CPU during the baseline: %s s; load average %s',
+             join(' + ', map { sprintf '%.2f', $bcpu1[$_] - $bcpu0[$_] } 0 .. $#bcpu0), loadavg());
 my $lfd = fdlimit((values %workers)[0]);
 diag("worker RLIMIT_NOFILE $lfd: fewer than $N + $N connections over 2 workers would fit")
     if $lfd =~ /^(\d+)/ && 2 * $1 < 2 * $N + 100;
@@ -105,10 +109,20 @@ my $open_now = per_worker_open();
 my $rss1 = 0;
 $rss1 += rss_kb($_) for values %workers;
 my $t_load0 = time;
+my @wcpu0 = map { cpu_s($_) } sort values %workers;
+my @hcpu0 = map { cpu_s($_->pid) } $hi, $hp;
 my $during = evload($d, 4);
+my @wcpu1 = map { cpu_s($_) } sort values %workers;
+my @hcpu1 = map { cpu_s($_->pid) } $hi, $hp;
 my $load_done = time - $t_partial;
 my $rp_res = $hp->result;
 my $ri_res = $hi->result;
+# Where the CPU went: the workers during the load, and the two client
+# processes holding the connections over their whole life.
+diag(sprintf 'worker CPU during the load: %s s; holders CPU during the load: idle %.2f s, partial %.2f s '
+             . '(in all: %.2f s, %.2f s); load average %s',
+             join(' + ', map { sprintf '%.2f', $wcpu1[$_] - $wcpu0[$_] } 0 .. $#wcpu0), $hcpu1[0] - $hcpu0[0],
+             $hcpu1[1] - $hcpu0[1], $ri_res->{cpu_s} // -1, $rp_res->{cpu_s} // -1, loadavg());
 my @counts = grep { defined } values %$open_now;
 my ($cmin, $cmax) = (sort { $a <=> $b } @counts)[0, -1];
 my $balanced = @counts == 2 && $cmin > 0 && $cmax <= 2 * $cmin;

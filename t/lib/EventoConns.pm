@@ -15,15 +15,18 @@ package EventoConns;
 #   slowbody   a complete head announcing Content-Length 10000 for /rpc,
 #              then one body byte every `interval` s
 #   slowread   a complete request (`request` bytes), then reads `read_bytes`
-#              bytes every `interval` s with a small receive buffer
+#              bytes every `interval` s with a small receive buffer; with
+#              ready_bytes => N, ready() waits until each connection has N
+#              bytes of answer waiting (the server did the request's work)
 #
 # The child polls every socket (IO::Poll: select() stops at 1024 fds),
 # notes when the server closes each one (EOF or reset), counts answers
 # that were a 503 (refused past the connection cap) or a 408, and stops
 # when all are closed, after max_secs, or on SIGTERM.  result() returns
 # {opened, failed, closed, open_left, refused, s408, close_min, close_p50,
-# close_max, bytes_read}, close times in seconds from the connection's
-# first byte sent (from connect for idle).
+# close_max, bytes_read, cpu_s, wall_s}, close times in seconds from the connection's
+# first byte sent (from connect for idle); cpu_s is the child's own CPU
+# time (user + system), wall_s its run time.
 #
 # Core Perl only.
 
@@ -81,7 +84,10 @@ sub result {
     return $self->{result};
 }
 
-sub stop { my ($self) = @_; kill 'TERM', $self->{pid}; return $self->result(60) }
+# A holder that holds nothing (a test leaving one kind of client out).
+sub none { return bless { pid => 0, ready => {}, result => {} }, $_[0] }
+
+sub stop { my ($self) = @_; kill "TERM", $self->{pid} if $self->{pid}; return $self->result(60) }
 sub pid { $_[0]{pid} }
 
 sub DESTROY {
@@ -126,7 +132,27 @@ sub _child {
         Time::HiRes::sleep(0.05) unless $opened % 100;
     }
     for my $c (@s) { POSIX::fcntl($c->{s}, POSIX::F_SETFL(), POSIX::O_NONBLOCK()) }
-    syswrite $w, 'READY ' . json_encode({ opened => $opened, failed => $failed,
+    # ready_bytes => N: READY only once every connection has N answer
+    # bytes waiting in its receive buffer (or was closed), that is once the
+    # server has done the work of the request and the client is in its
+    # slow phase.  Nothing is read: the bytes are counted (FIONREAD).
+    my ($answered, $t_answer) = (0, Time::HiRes::time());
+    if ($o{ready_bytes}) {
+        my %wait = map { $_ => $s[$_] } 0 .. $#s;
+        my $until = Time::HiRes::time() + 30 * mult();
+        while (%wait && Time::HiRes::time() < $until) {
+            for my $i (keys %wait) {
+                my $n = pack 'i', 0;
+                my $r = ioctl($wait{$i}{s}, 0x541B, $n);    # FIONREAD (Linux)
+                next if $r && unpack('i', $n) < $o{ready_bytes};
+                delete $wait{$i};
+                $answered++;
+            }
+            Time::HiRes::sleep(0.02) if %wait;
+        }
+    }
+    syswrite $w, 'READY ' . json_encode({ opened => $opened, failed => $failed, answered => $answered,
+                                         answer_secs => Time::HiRes::time() - $t_answer,
                                          secs => Time::HiRes::time() - $t_start }) . "\n";
     my $poll = IO::Poll->new;
     # Slow readers read on their schedule only: polling their (always
@@ -188,7 +214,9 @@ sub _child {
     }
     my @ct = sort { $a <=> $b } map { $_->{closed} } grep { defined $_->{closed} } @s;
     my $pct = sub { @ct ? $ct[int(($#ct) * $_[0])] : undef };
+    my @cpu = times;
     return { opened => $opened, failed => $failed, closed => scalar @ct, open_left => $open,
+             cpu_s => $cpu[0] + $cpu[1], wall_s => Time::HiRes::time() - $t_start,
              refused => $refused, s408 => $s408, bytes_read => $bytes,
              close_min => $ct[0], close_p50 => $pct->(0.5), close_max => $ct[-1] };
 }
