@@ -19,13 +19,19 @@
 #ifndef EVENTODB_SHM_ACCESS_H
 #define EVENTODB_SHM_ACCESS_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "layout.h"
 
-/* Readers give up on a group after this many attempts (and say so). */
+/*
+ * Readers give up on a group after this many attempts (and say so).  With
+ * evshm_backoff() between attempts that is ~0.2 s: a writer preempted in
+ * the middle of its update (a busy machine, more workers than cores) gets
+ * the CPU back long before then.
+ */
 #define EVSHM_READ_RETRIES	10000
 
 /* CLOCK_MONOTONIC in nanoseconds: the one clock of every timestamp and interval. */
@@ -36,6 +42,28 @@ evshm_mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Between two attempts to read a group: spin a little (the writer is on
+ * another core, its update takes nanoseconds), then yield, then sleep 20 us
+ * so that a preempted writer can finish.
+ */
+static inline void
+evshm_backoff(int attempt)
+{
+	if (attempt < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#elif defined(__aarch64__)
+		__asm__ __volatile__("yield");
+#endif
+	} else if (attempt < 128)
+		sched_yield();
+	else {
+		struct timespec ts = { 0, 20000 };
+		nanosleep(&ts, NULL);
+	}
 }
 
 static inline uint64_t

@@ -210,8 +210,7 @@ copy_hist(struct shm_snap *s, struct evshm_hist *dst, const struct evshm_hist *s
 			clean = 0;
 		}
 		s->retries++;
-		if (attempt > 100)
-			sched_yield();
+		evshm_backoff(attempt);
 	}
 	s->torn++;
 	return 1;
@@ -246,8 +245,10 @@ copy_head(struct shm_snap *s, struct shm_snap_slot *d, const struct evshm_slot_h
 		d->worker = __atomic_load_n(&hd->worker, __ATOMIC_RELAXED);
 		d->fork_unix_ns = evshm_load(&hd->fork_unix_ns);
 		ok = !evshm_read_retry(&hd->ident_seq, seq);
-		if (!ok)
+		if (!ok) {
 			s->retries++;
+			evshm_backoff(attempt);
+		}
 	}
 	if (!ok)
 		s->torn++;
@@ -264,8 +265,10 @@ copy_head(struct shm_snap *s, struct shm_snap_slot *d, const struct evshm_slot_h
 		d->loop_lag_ns = evshm_load(&hd->loop_lag_ns);
 		d->oldest_req_ns = evshm_load(&hd->oldest_req_ns);
 		ok = !evshm_read_retry(&hd->sb_seq, seq);
-		if (!ok)
+		if (!ok) {
 			s->retries++;
+			evshm_backoff(attempt);
+		}
 	}
 	if (!ok)
 		s->torn++;

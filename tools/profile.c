@@ -52,6 +52,7 @@ read_ident(const struct evshm_slot *s, struct slot_id *id)
 		id->worker = __atomic_load_n(&s->hd.worker, __ATOMIC_RELAXED);
 		if (!evshm_read_retry(&s->hd.ident_seq, q))
 			return;
+		evshm_backoff(i);
 	}
 	id->pid = 0;
 }
@@ -182,6 +183,8 @@ profile_heap(const struct evshm_hdr *hdr, enum profile_kind kind, int worker, in
 				fo = evshm_load(&bk->free_objects);
 				fb = evshm_load(&bk->free_bytes);
 				ok = !evshm_read_retry(&bk->seq, q);
+				if (!ok)
+					evshm_backoff(t);
 			}
 			if (!ok) {
 				torn++;

@@ -45,6 +45,7 @@
 #include "tools/profile.h"
 #include "shm.h"
 #include "token.h"
+#include "worker.h"
 
 static struct event_base *dbg_base;
 static int dbg_test_rpc;
@@ -108,6 +109,24 @@ respond_profile(struct http_req *req, int rc, unsigned char *buf, size_t len, co
 static void **kept;
 static size_t nkept, capkept;
 
+/*
+ * The test endpoints block the event loop on purpose, for seconds on a busy
+ * machine; they keep the heartbeat going so the master's watchdog
+ * (--heartbeat-timeout) does not take them for a hung worker and kill them
+ * in the middle of the measurement.
+ */
+static void
+test_beat(void)
+{
+	static uint64_t last;
+	uint64_t now = evshm_mono_ns();
+
+	if (now - last >= 250000000u) {
+		wrk_beat();
+		last = now;
+	}
+}
+
 /* Allocates `total` bytes in `chunk`-byte blocks; kept blocks are freed by /debug/test/free. */
 __attribute__((noinline)) size_t
 prof_test_alloc_site(size_t total, size_t chunk, int keep)
@@ -119,6 +138,8 @@ prof_test_alloc_site(size_t total, size_t chunk, int keep)
 
 		if (!p)
 			break;
+		if ((done / chunk & 1023) == 0)
+			test_beat();
 		p[0] = 1;
 		p[chunk - 1] = 1;
 		if (keep) {
@@ -147,9 +168,11 @@ prof_test_burn_cpu(long ms)
 	uint64_t until = evshm_mono_ns() + (uint64_t)ms * 1000000u;
 	volatile double x = 1.0;
 
-	while (evshm_mono_ns() < until)
+	while (evshm_mono_ns() < until) {
+		test_beat();
 		for (int i = 0; i < 20000; i++)
 			x = x * 1.0000001 + 0.5;
+	}
 	return x;
 }
 

@@ -8,5 +8,6 @@ struct heritage;
 
 /* Run the worker; never returns. */
 void wrk_main(const struct heritage *h) __attribute__((noreturn));
+void wrk_beat(void);
 
 #endif
