@@ -30,6 +30,7 @@
 #include "master.h"
 #include "notify.h"
 #include "privdrop.h"
+#include "prof.h"
 #include "server/cfg.h"
 #include "shm.h"
 #include "signals.h"
@@ -283,6 +284,9 @@ main(int argc, char **argv)
 		log_msg(LOG_FATAL, "out of memory");
 		return 1;
 	}
+	/* One-time set-up the workers would otherwise each repeat after fork. */
+	shm_panic_prepare();
+	prof_init();
 	rc = srv_master_run(&h, cfgp, argc, margv, &origmask);	/* owns cfgp now */
 	if (h.listen_fd >= 0)
 		close(h.listen_fd);

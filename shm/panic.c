@@ -162,17 +162,35 @@ add_module(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+/*
+ * The one-time part: backtrace()'s first call loads libgcc's unwinder
+ * (a dlopen, relocations, page faults) and the module table walks every
+ * loaded object.  The master does it once before forking (workers
+ * inherit both), so a replacement worker does not pay ~1 ms of CPU for it
+ * on its way to accepting.
+ */
+void
+shm_panic_prepare(void)
+{
+	static int prepared;
+	void *warm[2];
+
+	if (prepared)
+		return;
+	backtrace(warm, 2);
+	nmodules = 0;
+	dl_iterate_phdr(add_module, (void *)"eventodbd");
+	prepared = 1;
+}
+
 void
 shm_panic_install(void)
 {
 	static char *altstack;
 	struct sigaction sa;
 	stack_t ss;
-	void *warm[2];
 
-	backtrace(warm, 2);
-	nmodules = 0;
-	dl_iterate_phdr(add_module, (void *)"eventodbd");
+	shm_panic_prepare();
 	if (!altstack)
 		altstack = malloc(ALTSTACK_SIZE);
 	if (altstack) {

@@ -98,6 +98,8 @@ void shm_worker_state(enum evshm_wstate state);
 void shm_worker_heartbeat(uint64_t lag_ns, uint64_t oldest_req_ns);
 /* Install the fatal-signal handler that writes the crash report (panic.c). */
 void shm_panic_install(void);
+/* Its one-time set-up, done by the master before forking workers. */
+void shm_panic_prepare(void);
 /* The worker's own slot, NULL before shm_worker_attach() (for panic.c). */
 struct evshm_slot *shm_own_slot(void);
 

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -244,6 +245,7 @@ tell_master(int type)
  * a new generation does.
  */
 static uint64_t ready_poll_start;
+static uint64_t t_main_ns;	/* when wrk_main began: the start-up time in the log */
 static int early;	/* accepting as a replacement, no connection yet */
 static int early_failed;	/* ... and its pool's first attempts failed */
 
@@ -282,6 +284,15 @@ start_accepting(void)
 	accepting = 1;
 	event_add(accept_ev, NULL);
 	shm_worker_state(EVSHM_W_READY);
+	if (log_min_level <= LOG_DEBUG) {
+		struct rusage ru;
+
+		getrusage(RUSAGE_SELF, &ru);
+		log_debug("accepting %.1f ms after the worker started (cpu %.1f ms, %ld page faults)",
+		    (double)(http_now_ns() - t_main_ns) / 1e6,
+		    (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+		    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3, ru.ru_minflt);
+	}
 }
 
 static void
@@ -466,6 +477,7 @@ wrk_main(const struct heritage *h)
 	char proc[32], server[64];
 
 	her = h;
+	t_main_ns = http_now_ns();
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != h->master_pid)
 		_exit(WRK_EXIT_MASTER_GONE);
