@@ -64,103 +64,14 @@ my $dp = $t->start(db_url => $proxy->conninfo($db), workers => 2, args => ['--db
     }
 }
 
-# A fault under load: checker + probe writers, inject, hold, heal.
+# A fault under load and its two rows (t/lib/EventoFault.pm).
 sub fault_run {
     my ($d, $name, $inject, $heal, $secs) = @_;
-    my %r = (name => $name);
-    my $pids0 = $d->worker_pids;
-    my $chk = EventoFault::checker($t, $d, clients => 8, duration => 600, timeout_ms => $ck_timeout_ms);
-    my $probe = EventoLoad->start($d, writers => 2, keep_alive => 1, prefix => "$name$$", pause => 0.02);
-    ok($t->wait_for(sub { $probe->count('ok') >= 10 }, 20), "$name: load running");
-    Time::HiRes::sleep(1);
-    $r{t_fault} = time;
-    $inject->();
-    my ($oldest, $lag) = (0, 0);
-    while (time < $r{t_fault} + $secs) {
-        my $w = EventoFault::worker_counters($d);
-        for my $x (values %$w) {
-            $oldest = $x->{oldest_request_ns} if $x->{oldest_request_ns} > $oldest;
-            $lag = $x->{loop_lag_ns} if $x->{loop_lag_ns} > $lag;
-        }
-        Time::HiRes::sleep(0.25);
-    }
-    $heal->();
-    $r{t_heal} = time;
-    my $back = $t->wait_for(sub {
-        my ($f) = sort { $a <=> $b } map { $_->[7] } grep { $_->[0] eq 'ok' && $_->[7] >= $r{t_heal} } $probe->lines;
-        $f;
-    }, 15);
-    $r{first_ok} = defined $back ? $back - $r{t_heal} : undef;
-    # keep going a little, still watching the workers
-    my $until = time + 3;
-    while (time < $until) {
-        my $w = EventoFault::worker_counters($d);
-        for my $x (values %$w) {
-            $oldest = $x->{oldest_request_ns} if $x->{oldest_request_ns} > $oldest;
-            $lag = $x->{loop_lag_ns} if $x->{loop_lag_ns} > $lag;
-        }
-        Time::HiRes::sleep(0.25);
-    }
-    $probe->stop;
-    @r{qw(oldest_s lag_s)} = ($oldest / 1e9, $lag / 1e9);
-    if ($chk) {
-        $chk->stop;
-        $r{sum} = $chk->wait(180);
-        ($r{ck_timeouts}, $r{ck_maxfail}) = (0, 0);
-        for my $op ($chk->history) {
-            $r{ck_timeouts}++ if ($op->{why} // '') eq 'timeout';
-            next if ($op->{outcome} // '') eq 'ok';
-            my $ms = (($op->{t_done_us} // 0) - ($op->{t_inv_us} // 0)) / 1000;
-            $r{ck_maxfail} = $ms if $ms > $r{ck_maxfail};
-        }
-    }
-    # probe: ok [ok, w, i, pos, gpos, ms, id, t]; fail [fail, w, i, ms, t, reason]
-    my @l = $probe->lines;
-    my @fail = grep { $_->[0] eq 'fail' } @l;
-    ($r{p_maxfail}, $r{p_hung}, $r{p_bad}, $r{last_fail}) = (0, 0, 0, undef);
-    for my $f (@fail) {
-        $r{p_maxfail} = $f->[3] if $f->[3] > $r{p_maxfail};
-        $r{p_hung}++ if $f->[5] =~ /^timeout/;
-        $r{p_bad}++ unless defined EventoFault::json_5xx_code($f->[5]);
-        my $end = $f->[4] + $f->[3] / 1000;
-        $r{last_fail} = $end if $f->[4] >= $r{t_heal} - $deadline_s - 1 && (!defined $r{last_fail} || $end > $r{last_fail});
-    }
-    $r{p_fail} = scalar @fail;
-    $r{p_ok} = grep { $_->[0] eq 'ok' } @l;
-    $r{recovery} = defined $r{last_fail} && $r{last_fail} > $r{t_heal} ? $r{last_fail} - $r{t_heal} : 0;
-    $r{recovery} = $r{first_ok} if defined $r{first_ok} && $r{first_ok} > $r{recovery};
-    my ($lost, $stored) = $probe->verify($d);
-    $r{lost} = scalar @$lost;
-    my $pids1 = $d->worker_pids;
-    $r{crashed} = grep { ($pids1->{$_} // 0) != $pids0->{$_} } keys %$pids0;
-    diag(sprintf '%s: probe %d ok, %d failed (slowest %d ms, %d not a JSON 5xx, %d timeouts), first ok %.2f s after healing, '
-        . 'oldest request held %.2f s, loop lag %.3f s, checker slowest failure %d ms',
-        $name, $r{p_ok}, $r{p_fail}, $r{p_maxfail}, $r{p_bad}, $r{p_hung}, $r{first_ok} // -1,
-        $r{oldest_s}, $r{lag_s}, $r{ck_maxfail} // -1);
-    return \%r;
+    return EventoFault::fault_run($t, $d, name => $name, inject => $inject, heal => $heal, secs => $secs,
+                                  deadline_s => $deadline_s, timeout_ms => $ck_timeout_ms);
 }
 
-sub fault_rows {
-    my ($id, $title, $r) = @_;
-    my $s = $r->{sum};
-    my $viol = $s && !$s->{error} ? $s->{violations_total} // -1 : undef;
-    my $corr = sprintf('%s, %d indeterminate writes resolved, %d client timeouts, %d answers not a JSON 5xx, %d probe writes lost, %d workers crashed',
-        defined $viol ? "$viol violations" : 'evcheck ' . ($s ? 'failed' : 'not built'),
-        $s && !$s->{error} ? $s->{indeterminate} // 0 : 0,
-        ($r->{ck_timeouts} // 0) + $r->{p_hung}, $r->{p_bad}, $r->{lost}, $r->{crashed});
-    diag("evcheck: $s->{error}") if $s && $s->{error};
-    diag('evcheck examples: ' . join(' | ', @{ $s->{examples} || [] })) if $viol;
-    battery($id, $title, $corr, '0 violations; every request answered with an error, none hangs; no crash',
-        (!$s || (defined $viol && $viol == 0 && $s->{exit} == 0)) && !$r->{ck_timeouts} && !$r->{p_hung}
-        && !$r->{p_bad} && !$r->{lost} && !$r->{crashed});
-    my $maxfail = ($r->{ck_maxfail} // 0) > $r->{p_maxfail} ? $r->{ck_maxfail} : $r->{p_maxfail};
-    my $fig = sprintf('slowest failed request %.2f s, oldest request held by a worker %.2f s, recovery %.2f s after healing',
-        $maxfail / 1000, $r->{oldest_s}, $r->{recovery});
-    battery("${id}t", "$title: timings", $fig,
-        "requests fail <= deadline + 1 s ($deadline_s s; measured client-side); none held > deadline + 1 s; recovery <= 5 s",
-        EventoFault::timing_ok($maxfail <= $deadline_s * 1000 + 1000 && $r->{oldest_s} <= $deadline_s + 1
-                               && defined $r->{first_ok} && $r->{recovery} <= 5, \$fig));
-}
+sub fault_rows { EventoFault::fault_rows(@_) }
 
 # ---- (c) partition: the proxy holds everything
 {

@@ -344,7 +344,9 @@ sub external { return $ENV{EVENTODB_TEST_EXTERNAL} }
 #                             { synchronous_commit => 'on', max_connections => 20 }
 #                             (a crash must not lose acknowledged commits);
 #                             key data_dir: PGDATA there instead (a tmpfs;
-#                             its parent must exist, t/lib/EventoFault.pm)
+#                             its parent must exist, t/lib/EventoFault.pm);
+#                             key tcp => 1: also listen on 127.0.0.1 at a
+#                             free port (cluster_info->{port}); tcp_db_url
 sub new {
     my ($class, %o) = @_;
     my $need = $o{need} // ['daemon'];
@@ -508,17 +510,18 @@ sub cluster {
     my %set = (fsync => 'off', synchronous_commit => 'off', full_page_writes => 'off',
                max_connections => 200, %{ $self->{cluster_opts} || {} });
     my $data = delete $set{data_dir} // "$pgdir/data";
+    my $tcp = delete $set{tcp};
     my %c = (bindir => $bindir, dir => $pgdir, data => $data, sock => $pgdir,
-             user => $user, port => 5432);
+             user => $user, port => $tcp ? free_port() : 5432, tcp => $tcp ? 1 : 0);
     my $r = $self->run_cmd(["$bindir/initdb", '-D', $data, '-A', 'trust', '-E', 'UTF8',
                             '--locale=C.UTF-8', '-U', 'postgres', '--no-sync'],
                            as_user => $user, cwd => $pgdir, timeout => 120);
     croak "initdb failed (exit $r->{exit}):\n$r->{stdout}$r->{stderr}" if $r->{exit} || $r->{signal};
     my %rank = (fsync => 1, synchronous_commit => 2, full_page_writes => 3, max_connections => 4);
-    my $opts = "-k $pgdir -c listen_addresses='' "
+    my $opts = "-k $pgdir -c listen_addresses='" . ($tcp ? '127.0.0.1' : '') . "' "
              . join('', map { "-c $_=$set{$_} " }
                         sort { ($rank{$a} // 9) <=> ($rank{$b} // 9) || $a cmp $b } keys %set)
-             . "-p 5432";
+             . "-p $c{port}";
     $r = $self->run_cmd(["$bindir/pg_ctl", '-D', $data, '-l', "$pgdir/postgres.log", '-w',
                          '-t', int(60 * mult()), '-o', $opts, 'start'],
                         as_user => $user, cwd => $pgdir, timeout => 120);
@@ -633,6 +636,14 @@ sub db_url {
     my ($self, $db) = @_;
     my $c = $self->cluster_info;
     return "host=$c->{sock} port=$c->{port} dbname=$db user=postgres";
+}
+
+# The same over TCP (a cluster started with cluster_opts => { tcp => 1 }).
+sub tcp_db_url {
+    my ($self, $db) = @_;
+    my $c = $self->cluster_info;
+    croak 'tcp_db_url: the cluster does not listen on TCP (cluster_opts tcp => 1)' unless $c->{tcp};
+    return "host=127.0.0.1 port=$c->{port} dbname=$db user=postgres";
 }
 
 sub _stop_cluster {
