@@ -122,14 +122,6 @@ struct sse_topic {
 	char		 key[];		/* ns NUL name NUL */
 };
 
-/* The query parameters of api.md 9.1, checked (9.2). */
-struct sse_params {
-	char		*stream, *category;
-	int		 all;
-	int64_t		 position, member, size;
-	const char	*bad;		/* the validation message, or NULL */
-};
-
 static struct sse_options sopt;
 static struct sse_topic *buckets[NBUCKETS];
 static struct sub_list all_subs = TAILQ_HEAD_INITIALIZER(all_subs);	/* keepalive order */
@@ -730,93 +722,6 @@ catchup_next(struct sse_sub *s)
 	catchup_pump();
 }
 
-/* Go's strconv.ParseInt(s, 10, 64): optional sign, decimal digits, no overflow. */
-static int
-parse_i64(const char *p, int64_t *out)
-{
-	uint64_t v = 0, lim;
-	int neg = 0;
-
-	if (*p == '+' || *p == '-')
-		neg = *p++ == '-';
-	if (!*p)
-		return -1;
-	lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-	for (; *p; p++) {
-		unsigned d;
-		if (*p < '0' || *p > '9')
-			return -1;
-		d = (unsigned)(*p - '0');
-		if (v > (lim - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	*out = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
-	return 0;
-}
-
-/* A query parameter, percent-decoded: heap copy, or NULL if absent or empty. */
-static char *
-param(struct http_req *req, const char *name)
-{
-	size_t cap = req->query ? strlen(req->query) + 1 : 1;
-	char *buf = malloc(cap);
-	long n;
-
-	if (!buf)
-		return NULL;
-	n = http_query_get(req, name, buf, cap);
-	if (n <= 0) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
-/* An int64 parameter: 0 if absent or valid, -1 if malformed. */
-static int
-param_i64(struct http_req *req, const char *name, const char *alias, int64_t *out)
-{
-	char *v = param(req, name);
-	int rc = 0;
-
-	if (!v && alias)
-		v = param(req, alias);
-	if (v)
-		rc = parse_i64(v, out);
-	free(v);
-	return rc;
-}
-
-/* api.md 9.1-9.2, with the original's messages (sent as JSON 400 after auth). */
-static void
-parse_params(struct http_req *req, struct sse_params *p)
-{
-	char *all = param(req, "all");
-
-	memset(p, 0, sizeof(*p));
-	p->stream = param(req, "stream");
-	p->category = param(req, "category");
-	p->all = all && strcmp(all, "true") == 0;
-	free(all);
-	if (!p->stream && !p->category && !p->all)
-		p->bad = "Either 'stream', 'category', or 'all=true' parameter required";
-	else if (p->all && (p->stream || p->category))
-		p->bad = "Cannot combine 'all' with 'stream' or 'category'";
-	else if (p->stream && p->category)
-		p->bad = "Cannot specify both 'stream' and 'category'";
-	else if (param_i64(req, "position", NULL, &p->position) < 0)
-		p->bad = "Invalid position parameter";
-	else if (!p->category)
-		return;	/* consumer and size only matter for categories */
-	else if (param_i64(req, "consumer", "consumerGroupMember", &p->member) < 0)
-		p->bad = "Invalid consumer parameter";
-	else if (param_i64(req, "size", "consumerGroupSize", &p->size) < 0)
-		p->bad = "Invalid size parameter";
-	else if ((p->member > 0 || p->size > 0) && (p->size == 0 || p->member >= p->size))
-		p->bad = "Invalid consumer group: member must be < size";
-}
-
 /* Answer with a JSON error instead of a stream. */
 static void
 fail_json(struct sse_sub *s, int status, const char *code, const char *msg)
@@ -847,7 +752,7 @@ start(struct sse_sub *s, const char *ns_id, const char *schema)
 	const char *name;
 	int mode, slot;
 
-	parse_params(req, &p);
+	sse_params_parse(req->query, &p);
 	if (p.bad) {
 		fail_json(s, 400, "INVALID_REQUEST", p.bad);
 		goto out;
@@ -923,8 +828,7 @@ start(struct sse_sub *s, const char *ns_id, const char *schema)
 			catchup_next(s);
 	}
 out:
-	free(p.stream);
-	free(p.category);
+	sse_params_free(&p);
 }
 
 static void

@@ -46,4 +46,20 @@ void sse_publish(const char *ns, const char *stream, int64_t pos, int64_t gpos);
 /* Shutting down: end every subscription (chunked terminator), leave the mesh. */
 void sse_drain(void);
 
+/* The query parameters of api.md 9.1, checked (9.2); sse_params.c. */
+struct sse_params {
+	char		*stream, *category;	/* heap or NULL; accepted: non-empty UTF-8 without NUL */
+	int		 all;
+	int64_t		 position, member, size;
+	const char	*bad;		/* the validation message, or NULL */
+};
+
+/*
+ * Decode the query string of a /subscribe request (after '?', or NULL)
+ * into *p, always (also when p->bad is set); free with sse_params_free().
+ * A pure function: no request, no connection, no globals.
+ */
+void sse_params_parse(const char *query, struct sse_params *p);
+void sse_params_free(struct sse_params *p);
+
 #endif

@@ -26,9 +26,10 @@ my $secs = $ENV{EVENTODB_FUZZ_SECONDS} || (battery_full() ? 600 : 15);
 my %title = (http => 'fuzz HTTP parser (http.c on a socketpair)',
              rpc => 'fuzz RPC envelope + argument validation',
              import => 'fuzz /import NDJSON line decoder',
-             token => 'fuzz token parser + id/name validators');
-my %id = (http => 'T22a', rpc => 'T22b', import => 'T22c', token => 'T22d');
-my @targets = qw(http rpc import token);
+             token => 'fuzz token parser + id/name validators',
+             sse => 'fuzz /subscribe query decoder');
+my %id = (http => 'T22a', rpc => 'T22b', import => 'T22c', token => 'T22d', sse => 'T22e');
+my @targets = qw(http rpc import token sse);
 
 plan skip_all => "$cc not found: install clang-14 libclang-rt-14-dev (llvm-14 for symbolized reports)"
     unless grep { -x "$_/$cc" } split /:/, $ENV{PATH} // '';
