@@ -81,6 +81,7 @@ static const struct option_def options[] = {
 	{ "publish-counters", OPT_BOOL, O(publish_counters), "true",   NULL,    "workers publish counters and latencies in the shared-memory segment (false: only to measure what publishing costs)", CF_RESTART },
 	{ "shm-name",       OPT_STR,  O(shm_name),       "",         "NAME",  "shared-memory segment of this instance, read by evdump (default /eventodbd.PORT)", CF_RESTART },
 	{ "shutdown-timeout", OPT_INT, O(shutdown_timeout), "15",    "SECS",  "seconds for requests in flight to finish on stop or reload before workers are killed", 0 },
+	{ "spare-worker",   OPT_BOOL, O(spare_worker),   "true",     NULL,    "keep one worker forked and set up, asleep, to replace a worker that dies at once", 0 },
 	{ "sse-keepalive",  OPT_INT,  O(sse_keepalive),  "15",       "SECS",  "keepalive comment on an idle subscription after this many seconds (0: none)", 0 },
 	{ "sse-notify",     OPT_BOOL, O(sse_notify),     "true",     NULL,    "pass pokes to other instances on the same database (PostgreSQL NOTIFY)", 0 },
 	{ "test-mode",      OPT_BOOL, O(test_mode),      "false",    NULL,    "relaxed auth; without --db-url run a private PostgreSQL", CF_RESTART },

@@ -47,6 +47,7 @@ struct config {
 	int	 allow_root;
 	int	 shutdown_timeout;	/* seconds */
 	int	 heartbeat_timeout;	/* seconds, 0 = never kill a silent worker */
+	int	 spare_worker;		/* keep a forked spare to replace a dead worker */
 	int	 check_config;		/* action: validate and exit */
 	int	 print_config;		/* action: print the effective settings and exit */
 	/* shared memory (issue 4) */

@@ -26,6 +26,18 @@
  * A worker that sends no heartbeat for
  * heartbeat-timeout seconds (its event loop is stuck) gets SIGKILL and is
  * replaced.
+ * The spare (spare-worker, on by default): once every slot has a ready
+ * worker and SPARE_DELAY_S has passed since the last start, the master
+ * forks one more worker that sets up what does not depend on its slot and
+ * then sleeps on a socket pair.  A dead worker is replaced by promoting it:
+ * the master claims the slot and sends its number with the listening
+ * socket (SCM_RIGHTS; the spare does not hold it before, so a stop closes
+ * it as before).  A woken
+ * sleeper gets the CPU at once where a new process waits its turn behind
+ * the load, and it has done its fork and set-up already (battery T03:
+ * replacement accepting <= 100 ms after the reap).  A reload retires the
+ * spare (it carries the old configuration); the spare holds no database
+ * connection and no shared-memory slot, and sends no heartbeats.
  * RELOADING (SIGHUP): the configuration is loaded and validated in full
  * first (cfg_load); an invalid one is logged and changes nothing.  A valid
  * one starts generation G+1.  The listening socket never closes: it stays
@@ -56,6 +68,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +90,7 @@
 #define TICK_MS			100
 #define KILL_WAIT_S		5	/* after SIGKILL, how long to wait for the reaping */
 #define NOT_READY_WARN_S	10	/* log a worker that is not READY after this long */
+#define SPARE_DELAY_S		1	/* fork the spare this long after the last start */
 
 enum ms_state { MS_START, MS_READY, MS_RELOADING, MS_DRAINING, MS_STOPPED };
 static const char *const ms_names[] = {
@@ -84,7 +99,7 @@ static const char *const ms_names[] = {
 };
 
 /* A worker process, from fork to reaping. */
-enum wp_state { WP_STARTING, WP_READY, WP_RETIRING };
+enum wp_state { WP_STARTING, WP_READY, WP_RETIRING, WP_SPARE };
 
 struct wproc {
 	pid_t		 pid;		/* 0 = free entry */
@@ -96,6 +111,7 @@ struct wproc {
 	double		 t_retire;	/* when SIGTERM was sent */
 	int		 killed;	/* SIGKILL sent */
 	int		 slow_noted;	/* "not ready" logged */
+	int		 spare_fd;	/* WP_SPARE: the master's end of its socket pair */
 };
 
 /* A worker number of the current generation. */
@@ -124,6 +140,7 @@ static int status_pipe[2] = { -1, -1 };
 static double stop_at;
 static int killed_all;
 static double last_watchdog;
+static double last_start;		/* a worker forked or a spare promoted */
 
 static double
 mono(void)
@@ -250,10 +267,53 @@ old_serving(void)
 	return 0;
 }
 
+static pid_t
+fork_worker(struct heritage *h, int keep_fd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sig_reset_child();
+		close(death_pipe[1]);
+		close(status_pipe[0]);
+		if (keep_fd >= 0)
+			close(keep_fd);	/* the spare's write end */
+		sigprocmask(SIG_SETMASK, origmask, NULL);
+		wrk_main(h);	/* does not return */
+		_exit(WRK_EXIT_INIT);
+	}
+	return pid;
+}
+
+static void
+heritage_for(struct heritage *h, int slot)
+{
+	*h = *tmpl;
+	h->slot = slot;
+	h->gen = generation;
+	h->death_fd = death_pipe[0];
+	h->status_fd = status_pipe[1];
+	h->spare_fd = -1;
+	h->shm_slot = -1;
+	h->cfg = cur;
+}
+
+static void
+started(struct wproc *p, pid_t pid, int slot, const char *how)
+{
+	p->pid = pid;
+	p->slot = slot;
+	p->gen = generation;
+	p->st = WP_STARTING;
+	p->t_start = p->t_beat = last_start = mono();
+	p->killed = 0;
+	log_info("worker %d started pid=%d gen=%u%s", slot, (int)pid, generation, how);
+}
+
 static void
 spawn(int slot)
 {
-	struct heritage h = *tmpl;
+	struct heritage h;
 	struct wproc *p = proc_new();
 	pid_t pid;
 
@@ -262,35 +322,139 @@ spawn(int slot)
 		slots[slot].next_start = mono() + 1;
 		return;
 	}
-	h.slot = slot;
-	h.gen = generation;
-	h.death_fd = death_pipe[0];
-	h.status_fd = status_pipe[1];
+	heritage_for(&h, slot);
 	h.shm_slot = shm_master_claim(slot, generation);	/* -1: unpublished */
-	h.cfg = cur;
-	pid = fork();
+	pid = fork_worker(&h, -1);
 	if (pid < 0) {
 		log_error("could not fork worker %d: %s", slot, strerror(errno));
 		shm_master_unclaim(h.shm_slot);
 		slots[slot].next_start = mono() + 1;
 		return;
 	}
-	if (pid == 0) {
-		sig_reset_child();
-		close(death_pipe[1]);
-		close(status_pipe[0]);
-		sigprocmask(SIG_SETMASK, origmask, NULL);
-		wrk_main(&h);	/* does not return */
-		_exit(WRK_EXIT_INIT);
-	}
 	shm_master_forked(h.shm_slot, pid);
+	started(p, pid, slot, "");
+}
+
+/* ---- the spare */
+
+static struct wproc *
+spare(void)
+{
+	for (int i = 0; i < nprocs; i++)
+		if (procs[i].pid && procs[i].st == WP_SPARE)
+			return &procs[i];
+	return NULL;
+}
+
+static void
+spawn_spare(void)
+{
+	struct heritage h;
+	struct wproc *p;
+	int fds[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
+		log_warn("could not start the spare worker: %s", strerror(errno));
+		last_start = mono();
+		return;
+	}
+	if (!(p = proc_new())) {
+		close(fds[0]);
+		close(fds[1]);
+		last_start = mono();
+		return;
+	}
+	heritage_for(&h, -1);
+	h.spare_fd = fds[0];
+	/* No listening socket until promoted: a sleeping copy would keep it
+	 * open after a stop (connections queued that nobody accepts). */
+	h.listen_fd = -1;
+	pid = fork_worker(&h, fds[1]);
+	close(fds[0]);
+	if (pid < 0) {
+		log_warn("could not fork the spare worker: %s", strerror(errno));
+		close(fds[1]);
+		last_start = mono();
+		return;
+	}
 	p->pid = pid;
-	p->slot = slot;
+	p->slot = -1;
 	p->gen = generation;
-	p->st = WP_STARTING;
+	p->st = WP_SPARE;
 	p->t_start = p->t_beat = mono();
 	p->killed = 0;
-	log_info("worker %d started pid=%d gen=%u", slot, (int)pid, generation);
+	p->spare_fd = fds[1];
+	log_info("spare worker started pid=%d gen=%u", (int)pid, generation);
+}
+
+/* Ends the spare: closing its socket unblocks it and it exits. */
+static void
+drop_spare(const char *why)
+{
+	struct wproc *p = spare();
+
+	if (!p)
+		return;
+	log_info("spare worker pid=%d retiring: %s", (int)p->pid, why);
+	close(p->spare_fd);
+	p->spare_fd = -1;
+	p->st = WP_RETIRING;
+	p->t_retire = mono();
+	if (kill(p->pid, SIGTERM) != 0 && errno != ESRCH)
+		log_warn("could not signal the spare worker pid=%d: %s", (int)p->pid,
+		    strerror(errno));
+}
+
+/* One message and, alongside it, a descriptor (SCM_RIGHTS). */
+static int
+send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+	union {
+		struct cmsghdr	 h;
+		char		 b[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct cmsghdr *c;
+	ssize_t n;
+
+	memset(&u, 0, sizeof(u));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Fills the slot with the spare; 0 if there is none (or it is gone). */
+static int
+promote(int slot)
+{
+	struct wproc *p = spare();
+	struct wrk_spare_msg m;
+
+	if (!p || p->gen != generation)
+		return 0;
+	m.slot = slot;
+	m.gen = generation;
+	m.shm_slot = shm_master_claim(slot, generation);
+	shm_master_forked(m.shm_slot, p->pid);
+	if (send_with_fd(p->spare_fd, &m, sizeof(m), tmpl->listen_fd) < 0) {
+		/* it died meanwhile: its exit is reaped as a spare's */
+		shm_master_unclaim(m.shm_slot);
+		drop_spare("could not hand it a slot");
+		return 0;
+	}
+	close(p->spare_fd);
+	p->spare_fd = -1;
+	started(p, p->pid, slot, " (the spare)");
+	return 1;
 }
 
 static void
@@ -324,6 +488,17 @@ exited(struct wproc *p, int status)
 	struct wslot *s;
 
 	describe_exit(status, how, sizeof(how));
+	if (p->slot < 0) {
+		/* the spare, never promoted: no slot, nothing published */
+		if (p->st == WP_SPARE) {
+			log_warn("spare worker exited %s pid=%d gen=%u", how, (int)p->pid, p->gen);
+			close(p->spare_fd);
+			last_start = now;	/* the next one after SPARE_DELAY_S */
+		} else
+			log_info("spare worker exited %s pid=%d", how, (int)p->pid);
+		p->pid = 0;
+		return;
+	}
 	shm_master_reaped(p->pid);	/* crash report, counters into the retired totals */
 	if (state == MS_DRAINING || p->st == WP_RETIRING || p->gen != generation ||
 	    p->slot >= nslots) {
@@ -476,6 +651,7 @@ reload(void)
 	nslots = n;
 	memset(slots, 0, (size_t)nslots * sizeof(*slots));
 	generation++;
+	drop_spare("a reload");
 	log_info("reload: configuration valid; starting generation %u with %d workers",
 	    generation, nslots);
 	if (state == MS_RELOADING)
@@ -517,10 +693,14 @@ tick(void)
 		return;
 	}
 
-	/* Fill empty slots of the current generation. */
+	/* Fill empty slots of the current generation, with the spare first. */
 	for (int s = 0; s < nslots; s++)
-		if (!current(s) && !slots[s].fatal && now >= slots[s].next_start)
+		if (!current(s) && !slots[s].fatal && now >= slots[s].next_start && !promote(s))
 			spawn(s);
+	if (!cur->spare_worker)
+		drop_spare("spare-worker is off");
+	else if (state == MS_READY && !spare() && all_ready() && now - last_start >= SPARE_DELAY_S)
+		spawn_spare();
 
 	/* Retire older workers once their replacement accepts. */
 	for (int i = 0; i < nprocs; i++) {
@@ -541,7 +721,7 @@ tick(void)
 	for (int i = 0; i < nprocs; i++) {
 		struct wproc *p = &procs[i];
 
-		if (!p->pid || p->killed)
+		if (!p->pid || p->killed || p->st == WP_SPARE)
 			continue;
 		if (p->st == WP_STARTING && !p->slow_noted && now - p->t_start > NOT_READY_WARN_S) {
 			log_warn("worker %d pid=%d gen=%u not ready after %d s (no database connection "

@@ -26,6 +26,8 @@ struct heritage {
 	int		 slot;
 	unsigned	 gen;		/* generation the worker was forked in */
 	int		 shm_slot;	/* its slot in the shared-memory segment (shm/), -1: none */
+	int		 spare_fd;	/* the spare: its end of a socket pair to the master, else -1;
+				 * slot and listen_fd are -1 until it is promoted */
 	pid_t		 master_pid;
 	const struct config *cfg;
 	const char	*conninfo;	/* PostgreSQL connection string */
@@ -45,6 +47,17 @@ struct heritage {
 #define WRK_MSG_READY		1
 #define WRK_MSG_BEAT		2
 #define WRK_MSG_ACCEPTING	3
+
+/*
+ * Master -> spare on spare_fd: the slot it now fills, sent with the
+ * listening socket as SCM_RIGHTS (server/master.c).  EOF instead: the
+ * spare is not needed and exits.
+ */
+struct wrk_spare_msg {
+	int32_t		 slot;
+	uint32_t	 gen;
+	int32_t		 shm_slot;
+};
 
 struct wrk_msg {
 	int32_t		 type;

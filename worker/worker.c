@@ -29,6 +29,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -416,24 +417,25 @@ close_other_fds(const struct heritage *h)
 	 * close() per possible descriptor cost 15-40 ms of a respawn on a
 	 * loaded machine (4096 system calls; battery T03).
 	 */
-	int keep[3] = { h->listen_fd, h->death_fd, h->status_fd }, from = 3;
+	int keep[4] = { h->listen_fd, h->death_fd, h->status_fd, h->spare_fd }, from = 3;
+	int nkeep = h->spare_fd >= 0 ? 4 : 3;
 
-	for (int i = 0; i < 3; i++)
-		for (int j = i + 1; j < 3; j++)
+	for (int i = 0; i < nkeep; i++)
+		for (int j = i + 1; j < nkeep; j++)
 			if (keep[j] < keep[i]) {
 				int x = keep[i];
 				keep[i] = keep[j];
 				keep[j] = x;
 			}
-	for (int i = 0; i <= 3; i++) {
-		int to = i < 3 ? keep[i] - 1 : 4095;
+	for (int i = 0; i <= nkeep; i++) {
+		int to = i < nkeep ? keep[i] - 1 : 4095;
 
-		if (i < 3 && keep[i] < from)
+		if (i < nkeep && keep[i] < from)
 			continue;
-		if (to >= from && close_range((unsigned)from, i < 3 ? (unsigned)to : ~0u, 0) < 0)
+		if (to >= from && close_range((unsigned)from, i < nkeep ? (unsigned)to : ~0u, 0) < 0)
 			for (int fd = from; fd <= to; fd++)
 				close(fd);	/* kernel without close_range (before 5.9) */
-		if (i < 3)
+		if (i < nkeep)
 			from = keep[i] + 1;
 	}
 }
@@ -467,42 +469,71 @@ test_crash_hook(const struct config *cfg)
 		_exit(code);
 }
 
-void
-wrk_main(const struct heritage *h)
+/*
+ * The spare (server/master.c) sleeps here until the master hands it a
+ * slot and the listening socket, or closes the socket pair (exit).
+ * Blocking is right: there is no loop to serve yet, and SIGTERM still has
+ * its default action.
+ */
+static void
+spare_wait(struct heritage *h)
 {
-	const struct config *cfg = h->cfg;
+	union {
+		struct cmsghdr	 h;
+		char		 b[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct wrk_spare_msg m;
+	struct iovec iov = { &m, sizeof(m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+	struct cmsghdr *c;
+	int fd = -1;
+	ssize_t n;
+
+	log_set_proc("spare worker");
+	do
+		n = recvmsg(h->spare_fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	if (n != (ssize_t)sizeof(m) || fd < 0)
+		_exit(WRK_EXIT_OK);
+	close(h->spare_fd);
+	h->spare_fd = -1;
+	h->listen_fd = fd;
+	h->slot = m.slot;
+	h->gen = m.gen;
+	h->shm_slot = m.shm_slot;
+	t_main_ns = http_now_ns();
+}
+
+void
+wrk_main(const struct heritage *h0)
+{
+	static struct heritage h_own;
+	struct heritage *h = &h_own;
+	const struct config *cfg = h0->cfg;
 	struct http_limits lim;
 	struct rpc_options ro;
 	struct event *sigterm, *sigint;
 	char proc[32], server[64];
 
+	h_own = *h0;	/* a spare learns its slot later */
 	her = h;
 	t_main_ns = http_now_ns();
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != h->master_pid)
 		_exit(WRK_EXIT_MASTER_GONE);
 	close_other_fds(h);
-	snprintf(proc, sizeof(proc), "worker %d", h->slot);
-	log_set_proc(proc);
-	mtr_attach(h->shm_slot);	/* shared-memory slot, crash reports */
-	test_crash_hook(cfg);
-	/* Sampling profiler into the slot (worker/prof.h); the master never samples. */
-	prof_anchor();	/* wrk_main never returns: stacks end here plus a fixed tail */
-	prof_alloc_start(shm_own_slot(), cfg->profile_alloc_rate);
-	if (prof_cpu_start(shm_own_slot(), cfg->profile_hz) < 0)
-		log_warn("could not start CPU sampling: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 
+	/* What does not depend on the slot, done by a spare before it sleeps. */
 	base = event_base_new();
 	if (!base)
 		_exit(WRK_EXIT_INIT);
-	db_set_timeout(cfg->db_timeout);
-	if (db_init(base, h->conninfo, cfg->db_pool) < 0)
-		_exit(WRK_EXIT_INIT);
-	nscache_init();
-	db_listen(NS_NOTIFY_CHANNEL, ns_notify);
-
 	ro.test_mode = cfg->test_mode;
 	ro.version = h->version;
 	rpc_init(&ro);
@@ -518,6 +549,23 @@ wrk_main(const struct heritage *h)
 	http_init(base, &lim, route, server);
 	dbg_init(base, cfg->enable_test_rpc);
 	http_set_stream_filter(imp_wants_stream);
+	if (h->spare_fd >= 0)
+		spare_wait(h);
+
+	snprintf(proc, sizeof(proc), "worker %d", h->slot);
+	log_set_proc(proc);
+	mtr_attach(h->shm_slot);	/* shared-memory slot, crash reports */
+	test_crash_hook(cfg);
+	/* Sampling profiler into the slot (worker/prof.h); the master never samples. */
+	prof_anchor();	/* wrk_main never returns: stacks end here plus a fixed tail */
+	prof_alloc_start(shm_own_slot(), cfg->profile_alloc_rate);
+	if (prof_cpu_start(shm_own_slot(), cfg->profile_hz) < 0)
+		log_warn("could not start CPU sampling: %s", strerror(errno));
+	db_set_timeout(cfg->db_timeout);
+	if (db_init(base, h->conninfo, cfg->db_pool) < 0)
+		_exit(WRK_EXIT_INIT);
+	nscache_init();
+	db_listen(NS_NOTIFY_CHANNEL, ns_notify);
 	{
 		struct sse_options so = { .port = cfg->port, .keepalive = cfg->sse_keepalive,
 		    .max_per_ns = cfg->max_subscriptions, .notify = cfg->sse_notify };

@@ -76,7 +76,7 @@ sub fault_rows { EventoFault::fault_rows(@_) }
 # ---- (c) partition: the proxy holds everything
 {
     my $r = fault_run($dp, 'hole', sub { $proxy->hold }, sub { $proxy->release }, $hole_s);
-    fault_rows('T11c', "server-PG black hole ${hole_s} s (proxy; no nftables here)", $r);
+    fault_rows('T11c', "server-PG black hole ${hole_s} s (user-space proxy; T11e: kernel drop)", $r);
 }
 is($dp->stop, 0, 'proxied daemon: SIGTERM, exit 0');
 
