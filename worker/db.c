@@ -58,6 +58,7 @@ struct db_conn {
 	uint64_t	 prep[PREP_SLOTS];
 	int		 nprep;
 	uint64_t	 t_sent;	/* when cur was sent (monotonic ns) */
+	int		 recycle;	/* libpq's buffers grew: reconnect when idle */
 };
 
 static struct event_base *db_base;
@@ -77,6 +78,17 @@ static struct event *qwait_ev;	/* fails queries waiting too long */
 #define BACKOFF_DOWN_MS		500	/* cap while the whole pool is down */
 #define BACKOFF_PARTIAL_MS	5000	/* cap while part of the pool is up */
 #define FAIL_LOG_EVERY_NS	10000000000ull
+
+/*
+ * libpq grows a connection's output buffer to the largest message it
+ * sent and its input buffer to the largest it received, doubling, and
+ * never gives either back: after one 16 MiB write the connection holds
+ * 32 MiB for good (battery T16b).  A connection that sent parameters or
+ * received a row this large is closed and reopened once its query is
+ * done; the threshold is above --write-batch-bytes' default, so ordinary
+ * group commits never pay for a reconnect.
+ */
+#define RECYCLE_BYTES		(8u * 1024 * 1024)
 
 /*
  * Stalled: a pool connection gave no answer within the deadline, so
@@ -420,6 +432,7 @@ conn_down(struct db_conn *dc, const char *why_in)
 		dc->pg = NULL;
 	}
 	dc->state = DC_DOWN;
+	dc->recycle = 0;	/* the next session starts with fresh buffers anyway */
 	deadline_disarm(dc);
 	prep_forget_all(dc);
 	SHM_INC(db_disconnects);
@@ -604,6 +617,13 @@ send_query(struct db_conn *dc, struct db_query *q)
 	dc->cmd = 0;
 	for (int i = 0; i < q->nstmts; i++) {
 		const struct db_stmt *s = &q->stmts[i];
+		size_t bytes = 0;
+
+		for (int k = 0; k < s->nparams && bytes < RECYCLE_BYTES; k++)
+			if (s->values[k])
+				bytes += strlen(s->values[k]);
+		if (bytes >= RECYCLE_BYTES)
+			dc->recycle = 1;
 		if (s->prepare) {
 			uint64_t h = fnv1a(s->sql);
 			snprintf(name, sizeof(name), "e%016llx", (unsigned long long)h);
@@ -677,6 +697,41 @@ pump(void)
 	}
 }
 
+/* A row of RECYCLE_BYTES or more: libpq's input buffer grew to hold it. */
+static int
+big_row(const PGresult *r)
+{
+	int rows = PQntuples(r), cols = PQnfields(r);
+
+	for (int i = 0; i < rows; i++) {
+		size_t n = 0;
+		for (int j = 0; j < cols; j++)
+			n += (size_t)PQgetlength(r, i, j);
+		if (n >= RECYCLE_BYTES)
+			return 1;
+	}
+	return 0;
+}
+
+/* Close an idle connection and open it again (quietly: nothing failed). */
+static void
+conn_recycle(struct db_conn *dc)
+{
+	dc->recycle = 0;
+	if (dc->ev) {
+		event_free(dc->ev);
+		dc->ev = NULL;
+	}
+	PQfinish(dc->pg);
+	dc->pg = NULL;
+	dc->state = DC_DOWN;
+	prep_forget_all(dc);
+	SHM_GAUGE_ADD(db_pool_open, -1);
+	SHM_INC(db_recycled);
+	log_debug("database connection %d reopened to release libpq's buffers", dc->idx);
+	conn_start(dc);
+}
+
 /* Read whatever results are complete; finish the query at the Sync. */
 static void
 read_results(struct db_conn *dc)
@@ -705,6 +760,8 @@ read_results(struct db_conn *dc)
 				return;
 			}
 			finish_query(dc, NULL);
+			if (dc->recycle && dc->state == DC_READY)
+				conn_recycle(dc);
 			pump();
 			return;
 		}
@@ -748,6 +805,8 @@ read_results(struct db_conn *dc)
 			PQclear(r);	/* Parse complete */
 			continue;
 		}
+		if (PQresultMemorySize(r) >= RECYCLE_BYTES && !dc->recycle)
+			dc->recycle = big_row(r);
 		if (q->res[ci])
 			PQclear(q->res[ci]);
 		q->res[ci] = r;

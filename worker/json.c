@@ -563,6 +563,13 @@ json_doc_init(struct json_doc *doc)
 	memset(doc, 0, sizeof(*doc));
 }
 
+/* Heap bytes the document holds (node array and string space). */
+size_t
+json_doc_bytes(const struct json_doc *doc)
+{
+	return doc->strcap + (size_t)doc->capnodes * sizeof(*doc->nodes);
+}
+
 void
 json_doc_free(struct json_doc *doc)
 {

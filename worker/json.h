@@ -86,6 +86,7 @@ struct json_doc {
 void json_doc_init(struct json_doc *doc);
 /* Free the buffers of a document. */
 void json_doc_free(struct json_doc *doc);
+size_t json_doc_bytes(const struct json_doc *doc);
 
 /*
  * Parse `len` bytes at `text` (need not be NUL-terminated).  Returns 0 on

@@ -58,6 +58,9 @@ rpc_init(const struct rpc_options *opt)
 		method_label[i] = (uint8_t)shm_label_index(SHM_DIM_method, methods[i].name);
 }
 
+/* Per-connection buffers above this are freed after each request. */
+#define RPC_KEEP_BYTES	(64 * 1024)
+
 static void
 ctx_free(void *p)
 {
@@ -129,6 +132,14 @@ rpc_finish(struct rpc_ctx *c)
 	}
 	free(c->heap_st);
 	c->heap_st = NULL;
+	/* What a large request grew is not kept for the life of the connection. */
+	if (c->tmpcap > RPC_KEEP_BYTES) {
+		free(c->tmp);
+		c->tmp = NULL;
+		c->tmpcap = 0;
+	}
+	if (json_doc_bytes(&c->doc) > RPC_KEEP_BYTES)
+		json_doc_free(&c->doc);
 }
 
 static void

@@ -317,7 +317,6 @@ lane_send(struct wb_lane *ln)
 		TAILQ_REMOVE(&wb.queue, c, wq);
 		wb.queued--;
 		SHM_OBSERVE(write_batch_wait, 0, http_now_ns() - c->wq_since);
-		add_item(ln->g[g].json, c, ln->g[g].n == 0);
 		ln->g[g].n++;
 		ln->items[ln->nitems] = c;
 		ln->item_group[ln->nitems] = g;
@@ -335,9 +334,21 @@ lane_send(struct wb_lane *ln)
 		c = ln->items[0];
 		nscache_unref(ln->g[0].ns);
 		ln->g[0].ns = NULL;
-		evbuffer_drain(ln->g[0].json, evbuffer_get_length(ln->g[0].json));
 		rpc_write_single(c, single_done);
 		return 1;
+	}
+	/*
+	 * Each namespace's writes as one JSON array, in queue order; built
+	 * only now, so that a lone write (the common case at low load, and
+	 * the largest ones) is not copied into a batch it never joins.
+	 */
+	{
+		int added[WB_MAX_GROUPS] = { 0 };
+
+		for (int i = 0; i < ln->nitems; i++) {
+			int g = ln->item_group[i];
+			add_item(ln->g[g].json, ln->items[i], added[g]++ == 0);
+		}
 	}
 	/*
 	 * Advisory locks are database-wide and keyed by category name alone,
