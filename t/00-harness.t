@@ -116,4 +116,22 @@ SKIP: {
     is($d->http('GET', '/health')->{status}, 200, 'restart works');
 }
 
+# new_id() in forked children (the load writers fork, then make ids):
+# no two children may repeat each other, whatever their pids and start
+# times (a pid ^ time seed did, battery T08b).
+{
+    my @kids;
+    for my $k (1 .. 8) {
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $pid = fork // die "fork: $!";
+        if (!$pid) { close $r; print $w join("\n", map { EventoTest::new_id() } 1 .. 50), "\n"; close $w; POSIX::_exit(0) }
+        close $w;
+        push @kids, [$pid, $r];
+    }
+    my %seen;
+    for my $k (@kids) { my $fh = $k->[1]; $seen{$_}++ for map { chomp; $_ } <$fh>; waitpid $k->[0], 0 }
+    is(scalar keys %seen, 400, '8 forked children x 50 new_id(): 400 distinct ids');
+    ok(!grep({ $_ !~ EventoTest::uuid_re() } keys %seen), 'all of them UUIDs');
+}
+
 done_testing;

@@ -106,7 +106,6 @@ sub start {
         if (!$pid) {
             alarm 0;
             $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-            srand($$ ^ int(Time::HiRes::time() * 1000));
             open my $fh, '>>', $file or POSIX::_exit(1);
             $fh->autoflush(1);
             my $c = { keep => $o{keep_alive} ? 1 : 0 };

@@ -116,8 +116,19 @@ sub obj { return ref $_[0] eq 'HASH' ? $_[0] : {} }
 sub num { return 0 + $_[0] }
 
 # A random UUID (version 4), e.g. for options.id.
+# new_id(): a random UUID (version 4) from the kernel's generator, not
+# Perl's rand: forked writers seeded from their pid and the time could
+# repeat each other's sequences (pid ^ ms collides for consecutive pids
+# forked a millisecond apart), and the server rightly answered the second
+# writer 409 MESSAGE_ID_CONFLICT (battery T08b, seen once in CI).
+my ($urandom, $urandom_pid) = (undef, 0);
 sub new_id {
-    my @b = map { int rand 256 } 1 .. 16;
+    if (!$urandom || $urandom_pid != $$) {
+        open($urandom, '<:raw', '/dev/urandom') or die "/dev/urandom: $!";
+        $urandom_pid = $$;
+    }
+    read($urandom, my $raw, 16) == 16 or die "/dev/urandom: short read";
+    my @b = unpack 'C16', $raw;
     $b[6] = ($b[6] & 0x0f) | 0x40;
     $b[8] = ($b[8] & 0x3f) | 0x80;
     my $h = join '', map { sprintf '%02x', $_ } @b;
