@@ -3,7 +3,7 @@
 # t/fuzz, built with clang-14 and ASan + UBSan (make fuzz-build).  The
 # corpora of t/fuzz/corpus are replayed through their targets (every
 # input, including the regress-* inputs of bugs found so far; <= 60 s in
-# all), then each target fuzzes on its own for 15 s (10 min with
+# all), then each target fuzzes on its own for 10 s (10 min with
 # BATTERY_FULL=1; EVENTODB_FUZZ_SECONDS overrides), one at a time, under
 # nice.  Any crash, leak, UB report, timeout (1 s) or OOM (512 MB) fails
 # its row.  New inputs go to a scratch directory: the battery leaves the
@@ -22,7 +22,7 @@ use EventoTest qw(battery battery_full);
 my $top = EventoTest::top_dir();
 my $build = $ENV{EVENTODB_BUILDDIR} || $top;
 my $cc = $ENV{FUZZ_CC} || 'clang-14';
-my $secs = $ENV{EVENTODB_FUZZ_SECONDS} || (battery_full() ? 600 : 15);
+my $secs = $ENV{EVENTODB_FUZZ_SECONDS} || (battery_full() ? 600 : 10);
 my %title = (http => 'fuzz HTTP parser (http.c on a socketpair)',
              rpc => 'fuzz RPC envelope + argument validation',
              import => 'fuzz /import NDJSON line decoder',
