@@ -1191,7 +1191,7 @@ req_over(struct http_req *req)
 		return NULL;
 	}
 	/* A large body is not kept for the life of a keep-alive connection. */
-	if (!c->sbody && evbuffer_get_length(c->req.body) >= HTTP_FLAT_BODY_MIN)
+	if (!c->sbody && c->req.body && evbuffer_get_length(c->req.body) >= HTTP_FLAT_BODY_MIN)
 		evbuffer_drain(c->req.body, evbuffer_get_length(c->req.body));
 	return c;
 }
