@@ -10,7 +10,8 @@
 # tree's corpus alone (make fuzz merges into it).
 #
 # Skipped, with the reason, when clang-14 or its libFuzzer runtime
-# (libclang-rt-14-dev) is missing.
+# (libclang-rt-14-dev) is missing.  Row T22f runs the same targets under
+# AFL++ (see the end of this file) when afl++ is installed.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -116,7 +117,7 @@ for my $t (@targets) {
     my $maxlen = $t =~ /^(http|rpc)$/ ? 16384 : 4096;
     my ($execs, $rss, $cov, $spurious, $st, $out, @art) = (0, 0, '?', 0);
     my $end = time + $secs;
-    while ((my $left = int($end - time)) > 0) {
+    while ((my $left = int($end - time + 0.5)) > 0) {
         ($st, $out) = run_fuzzer($t, @dict, "-max_len=$maxlen", "-max_total_time=$left",
             '-print_final_stats=1', "-artifact_prefix=$tmp/$t-", $new, "$corpus/$t");
         $execs += $1 if $out =~ /stat::number_of_executed_units:\s*(\d+)/;
@@ -152,6 +153,74 @@ for my $t (@targets) {
             my $bytes = <$fh>;
             diag("artifact $a (" . length($bytes) . " bytes, hex): " . unpack('H*', substr($bytes, 0, 2048)));
         }
+    }
+}
+
+# ---- T22f: AFL++ as a second engine
+#
+# The same harnesses built by afl-clang-fast (make fuzz-afl-build: AFL++'s
+# libFuzzer-compatible driver, persistent mode, test cases in shared
+# memory; ASan + UBSan) and run by afl-fuzz through t/fuzz/fuzz-afl-run,
+# one target at a time, under nice: 10 min each in the long tier
+# (EVENTODB_FUZZ_SECONDS overrides), 2 s each in the fast tier, enough to
+# catch a broken AFL++ build or driver.  Crashes are replayed through the
+# libFuzzer builds (the report goes to diag), hangs count only if slow
+# again under them, and afl-fuzz's queue is replayed through them for
+# leaks.  Skipped (TAP skip, no table row) when afl++ is not installed,
+# as in CI.
+{
+    my $afl_cc = $ENV{FUZZ_AFL_CC} || 'afl-clang-fast';
+    my $have = sub {
+        my ($p) = @_;
+        return -x $p if $p =~ m{/};
+        return grep { -x "$_/$p" } split /:/, $ENV{PATH} // '';
+    };
+    my $asecs = battery_full() ? ($ENV{EVENTODB_FUZZ_SECONDS} || 600) : 2;
+    my $what = 'AFL++ second engine (' . scalar(@targets) . ' targets)';
+    my $pass = '0 crashes, hangs (1 s, reproduced), leaks (queue replay)';
+  SKIP: {
+        skip "T22f $what: afl++ not installed (apt-get install afl++)", 1
+            unless $have->($afl_cc) && $have->('afl-fuzz');
+        my $out = `make -s -C '$build' fuzz-afl-build FUZZ_AFL_CC='$afl_cc' 2>&1`;
+        if ($?) {
+            battery('T22f', $what, 'make fuzz-afl-build failed', $pass, 0);
+            diag($out);
+            last SKIP;
+        }
+        my $t0 = time;
+        my $log = "$tmp/afl-run.log";
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            open STDOUT, '>', $log or POSIX::_exit(126);
+            open STDERR, '>&', \*STDOUT;
+            exec 'sh', "$top/t/fuzz/fuzz-afl-run", $top, $build, "@targets", $asecs, "$tmp/afl"
+                or POSIX::_exit(127);
+        }
+        waitpid $pid, 0;
+        my $st = $?;
+        open my $fh, '<', $log or die "$log: $!";
+        my $res = do { local $/; <$fh> };
+        close $fh;
+        my ($execs, $found, $crashes, $hangs, $spur, $bad, %seen) = (0, 0, 0, 0, 0, 0);
+        for my $l (split /\n/, $res) {
+            next unless $l =~ /^fuzz-afl-run: afl_(\w+): (\d+) execs .*\(\+(\d+)\).*crashes (\d+), hangs (\d+)( \((\d+) not reproduced\))?.* -> (\w+)$/;
+            $seen{$1} = 1;
+            $execs += $2;
+            $found += $3;
+            $crashes += $4;
+            $hangs += $5;
+            $spur += $7 // 0;
+            $bad++ if $8 ne 'ok';
+            note($l);
+        }
+        my $ok = $st == 0 && !$bad && (grep { $seen{$_} } @targets) == @targets;
+        battery('T22f', $what,
+            sprintf('%d s each: %d execs, +%d paths, %d crashes, %d hangs%s%s', $asecs, $execs,
+                $found, $crashes, $hangs, $spur ? " ($spur not reproduced)" : '',
+                $ok ? '' : ', FAILED (see diag)'),
+            $pass, $ok);
+        diag("fuzz-afl-run output:\n" . substr($res, -6000)) unless $ok;
+        note(sprintf('T22f took %.0f s', time - $t0));
     }
 }
 
