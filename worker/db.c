@@ -73,6 +73,8 @@ static int db_connect_ms = 2000;
 static char db_options[160] = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3";
 static char db_tcp_user_timeout[16] = "0";
 static struct event *qwait_ev;	/* fails queries waiting too long */
+static struct event *rest_ev;	/* starts the connections after the first */
+static int rest_started;
 
 #define BACKOFF_FIRST_MS	50
 #define BACKOFF_DOWN_MS		500	/* cap while the whole pool is down */
@@ -132,6 +134,7 @@ static struct event *fail_ev;	/* fails queued queries outside db_submit */
 
 
 static void conn_start(struct db_conn *dc);
+static void rest_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_down(struct db_conn *dc, const char *why);
 static int send_query(struct db_conn *dc, struct db_query *q);
 static void fail_waiting(const char *msg);
@@ -933,11 +936,33 @@ db_init(struct event_base *base, const char *conninfo, int n)
 		return -1;
 	npool = n;
 	SHM_SET(db_pool_size, n);
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		pool[i].idx = i;
-		conn_start(&pool[i]);
-	}
+	/*
+	 * One connection now, the rest (and the LISTEN connection) on the
+	 * loop's first turn, once the worker accepts: each connection makes
+	 * the postmaster fork a backend, and five at once took the CPU from
+	 * a replacement worker on its way to accepting (battery T03b).
+	 */
+	conn_start(&pool[0]);
+	rest_ev = evtimer_new(base, rest_cb, NULL);
+	if (!rest_ev)
+		return -1;
+	timer_in(rest_ev, 0);
 	return 0;
+}
+
+/* The connections db_init left for the loop's first turn. */
+static void
+rest_cb(evutil_socket_t fd, short what, void *arg)
+{
+	rest_started = 1;
+	for (int i = 1; i < npool; i++)
+		if (pool[i].state == DC_DOWN && !pool[i].pg && !pool[i].retry)
+			conn_start(&pool[i]);
+	if (listen_conn.listen && listen_conn.state == DC_DOWN && !listen_conn.pg &&
+	    !listen_conn.retry)
+		conn_start(&listen_conn);
 }
 
 void
@@ -951,7 +976,8 @@ db_listen(const char *channel, void (*cb)(const char *payload))
 	if (!listen_conn.listen) {
 		listen_conn.idx = npool;
 		listen_conn.listen = 1;
-		conn_start(&listen_conn);
+		if (rest_started)
+			conn_start(&listen_conn);	/* else rest_cb starts it */
 		return;
 	}
 	if (listen_conn.state == DC_READY || listen_conn.state == DC_BUSY) {
@@ -995,6 +1021,11 @@ db_shutdown(void)
 	for (int i = 0; i < npool; i++)
 		conn_close_final(&pool[i]);
 	conn_close_final(&listen_conn);
+	/* One-shot, fired long ago; nothing else frees it (LeakSanitizer, T15h). */
+	if (rest_ev) {
+		event_free(rest_ev);
+		rest_ev = NULL;
+	}
 }
 
 void
