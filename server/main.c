@@ -290,6 +290,7 @@ main(int argc, char **argv)
 	rc = srv_master_run(&h, cfgp, argc, margv, &origmask);	/* owns cfgp now */
 	if (h.listen_fd >= 0)
 		close(h.listen_fd);
+	free((void *)h.conninfo);	/* LeakSanitizer's exit check (eventodbd-asan) */
 	log_info("eventodbd stopped");
 	return rc;
 }

@@ -48,6 +48,25 @@
 #include "layout.h"
 #include "prof.h"
 
+/*
+ * Under AddressSanitizer (eventodbd-asan, battery row T15h) the
+ * interposition is compiled out: ASan's allocator must own every block,
+ * and ours, forwarding to glibc's, would be handed blocks ASan made (its
+ * own interceptors allocate: dlerror() at start-up already ends in a
+ * bad-free).  Allocation sampling is then off whatever
+ * --profile-alloc-rate says.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define PA_INTERPOSE	0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PA_INTERPOSE	0
+#endif
+#endif
+#ifndef PA_INTERPOSE
+#define PA_INTERPOSE	1
+#endif
+
 extern void *__libc_malloc(size_t);
 extern void __libc_free(void *);
 extern void *__libc_calloc(size_t, size_t);
@@ -126,6 +145,7 @@ pa_next_gap(void)
 	return (int64_t)g;
 }
 
+#if PA_INTERPOSE
 /* Scaled weight of a sample of `size` bytes: objects and bytes it stands for. */
 static void
 pa_weight(uint64_t size, uint64_t *objs, uint64_t *bytes)
@@ -396,6 +416,8 @@ pvalloc(size_t n)
 	return p;
 }
 
+#endif /* PA_INTERPOSE */
+
 void
 prof_alloc_start(struct evshm_slot *slot, long rate)
 {
@@ -416,7 +438,7 @@ prof_alloc_start(struct evshm_slot *slot, long rate)
 	}
 	pa_ntrack = 0;
 	pa_samples = pa_untracked = 0;
-	if (!slot || rate <= 0)
+	if (!slot || rate <= 0 || !PA_INTERPOSE)
 		return;
 	pa_slot = slot;
 	pa_rate = (double)rate;

@@ -79,6 +79,8 @@ struct sse_catchup {
 	const char	*pv[2];
 	char		 nb[24];
 	char		*sql;
+	char		*name;		/* $1: a copy; a query waiting in db.c's queue
+					 * outlives the topic when the client goes */
 	int64_t		 cursor;	/* the next page starts here */
 	int		 busy;		/* a query is in flight (or events replayed) */
 	int		 wait_drain;	/* the client must take the last page first */
@@ -484,6 +486,7 @@ catchup_free(struct sse_catchup *u)
 		cu_inflight--;	/* only if its query never came back */
 	db_query_reset(&u->q);
 	free(u->sql);
+	free(u->name);
 	for (int i = 0; i < u->nev; i++)
 		free(u->ev[i].stream);
 	free(u->ev);
@@ -709,7 +712,7 @@ catchup_next(struct sse_sub *s)
 	struct sse_catchup *u = s->cu;
 
 	snprintf(u->nb, sizeof(u->nb), "%lld", (long long)u->cursor);
-	u->pv[0] = s->topic->key + s->topic->nslen + 1;
+	u->pv[0] = u->name;
 	u->pv[1] = u->nb;
 	/* Unprepared: the text names the schema, and there may be many. */
 	u->st = (struct db_stmt){ u->sql, 2, u->pv, 0 };
@@ -790,6 +793,10 @@ start(struct sse_sub *s, const char *ns_id, const char *schema)
 			goto out;
 		}
 		s->cu->cursor = p.position;
+		if (!(s->cu->name = strdup(name))) {
+			fail_json(s, 503, "INTERNAL_ERROR", "out of memory");
+			goto out;
+		}
 		if (mode == MODE_STREAM)
 			rc = asprintf(&s->cu->sql, "SELECT position, global_position FROM \"%s\".messages "
 			    "WHERE stream_name = $1 AND position >= $2 ORDER BY position LIMIT %d",

@@ -685,6 +685,8 @@ sub _stop_cluster {
 #   expect_exit => 1  do not wait for health; wait for the process to exit
 #                     and return the daemon with ->exit_code set
 #   health_timeout => secs (default 15)
+#   binary => path    run this binary instead of daemon_binary() (e.g. the
+#                     sanitizer build eventodbd-asan, t/battery/62-asan.t)
 sub start {
     my ($self, %o) = @_;
     my $d = EventoTest::Daemon->_new($self, %o);
@@ -956,7 +958,8 @@ sub _spawn {
     open my $lfh, '>>', $self->{log} or croak "$self->{log}: $!";
     $self->{log_offset} = -s $self->{log} // 0;
     # Tokens never go into the log (02-auth.t checks the daemon's part).
-    my $shown = join ' ', EventoTest::daemon_binary(), @argv;
+    my $bin = $o->{binary} // EventoTest::daemon_binary();
+    my $shown = join ' ', $bin, @argv;
     $shown =~ s/\bns_[A-Za-z0-9_-]*/ns_<redacted>/g;
     print $lfh "### eventotest: starting $shown\n";
     close $lfh;
@@ -979,7 +982,7 @@ sub _spawn {
         my %nr = (x86_64 => 157, aarch64 => 167);
         my ($arch) = (POSIX::uname())[4];
         eval { syscall($nr{$arch}, 1, 15) } if $nr{$arch // ''};
-        { no warnings 'exec'; exec { EventoTest::daemon_binary() } EventoTest::daemon_binary(), @argv; }
+        { no warnings 'exec'; exec { $bin } $bin, @argv; }
         print STDERR "exec failed: $!\n";
         POSIX::_exit(127);
     }
