@@ -143,6 +143,14 @@ utf8_seq(const unsigned char *p, const unsigned char *end)
 	return 0;
 }
 
+size_t
+json_utf8_len(const unsigned char *p, size_t avail)
+{
+	if (avail == 0)
+		return 0;
+	return p[0] < 0x80 ? 1 : utf8_seq(p, p + avail);
+}
+
 /* Code point of a well-formed sequence of n bytes. */
 static uint32_t
 utf8_decode(const unsigned char *p, size_t n)

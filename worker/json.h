@@ -87,6 +87,12 @@ void json_doc_init(struct json_doc *doc);
 /* Free the buffers of a document. */
 void json_doc_free(struct json_doc *doc);
 size_t json_doc_bytes(const struct json_doc *doc);
+/*
+ * Length of the well-formed UTF-8 sequence at p (avail bytes there): 1 for
+ * ASCII (NUL included), 2-4 for a valid sequence (RFC 3629: no overlongs,
+ * surrogates or code points above U+10FFFF), 0 if ill-formed or truncated.
+ */
+size_t json_utf8_len(const unsigned char *p, size_t avail);
 
 /*
  * Parse `len` bytes at `text` (need not be NUL-terminated).  Returns 0 on

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "json.h"
 #include "sse.h"
 
 /* Go's strconv.ParseInt(s, 10, 64) on len bytes: optional sign, decimal digits, no overflow. */
@@ -55,39 +56,11 @@ static int
 name_ok(const unsigned char *s, size_t len)
 {
 	const unsigned char *end = s + len;
+	size_t n;
 
-	while (s < end) {
-		unsigned c = *s, lo = 0x80, hi = 0xbf, n;
-
-		if (c == 0)
+	for (; s < end; s += n)
+		if (*s == 0 || (n = json_utf8_len(s, (size_t)(end - s))) == 0)
 			return 0;
-		if (c < 0x80) {
-			s++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			n = 2;
-		else if (c >= 0xe0 && c <= 0xef) {
-			n = 3;
-			if (c == 0xe0)
-				lo = 0xa0;	/* overlong */
-			else if (c == 0xed)
-				hi = 0x9f;	/* surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 4;
-			if (c == 0xf0)
-				lo = 0x90;	/* overlong */
-			else if (c == 0xf4)
-				hi = 0x8f;	/* above U+10FFFF */
-		} else
-			return 0;
-		if ((size_t)(end - s) < n || s[1] < lo || s[1] > hi)
-			return 0;
-		for (unsigned k = 2; k < n; k++)
-			if (s[k] < 0x80 || s[k] > 0xbf)
-				return 0;
-		s += n;
-	}
 	return 1;
 }
 

@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "json.h"
 #include "token.h"
 
 /* ------------------------------------------------------------------ */
@@ -729,33 +730,9 @@ tok_group_member(const char *stream, size_t len, int64_t size)
 static size_t
 go_rune_len(const unsigned char *s, size_t n)
 {
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t need, i;
+	size_t len = json_utf8_len(s, n);
 
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		need = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		need = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else
-		return 1;
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 1;
-	for (i = 2; i < need; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 1;
-	return need;
+	return len ? len : 1;
 }
 
 /*
