@@ -622,9 +622,10 @@ send_query(struct db_conn *dc, struct db_query *q)
 		const struct db_stmt *s = &q->stmts[i];
 		size_t bytes = 0;
 
+		/* strnlen: libpq measures them anyway; scan no further than needed */
 		for (int k = 0; k < s->nparams && bytes < RECYCLE_BYTES; k++)
 			if (s->values[k])
-				bytes += strlen(s->values[k]);
+				bytes += strnlen(s->values[k], RECYCLE_BYTES - bytes);
 		if (bytes >= RECYCLE_BYTES)
 			dc->recycle = 1;
 		if (s->prepare) {
