@@ -66,6 +66,14 @@ my $JSON_DEC = JSON::PP->new->utf8->allow_nonref;
 our @ALL;           # every live EventoTest object (for END)
 my $SEQ = 0;        # database / log name counter
 
+# Under `make battery` a file that fails says so in the rows file, with
+# its failed tests' names and the message it died of, so the table's end
+# names it: CI shows only the last lines of a run, where prove's own
+# summary (and the failure's diagnostics) have long scrolled away.
+my $MAIN_PID = $$;
+my $LAST_DIE;
+$SIG{__DIE__} = sub { $LAST_DIE = $_[0] unless $^S } unless $SIG{__DIE__};
+
 # ---------------------------------------------------------------------------
 # small pure helpers (exportable)
 
@@ -838,7 +846,31 @@ END {
         eval { $t->cleanup };
     }
     @ALL = ();
+    _battery_failure($code) if $$ == $MAIN_PID;
     $? = $code;
+}
+
+sub _battery_failure {
+    my ($code) = @_;
+    my $out = $ENV{EVENTODB_BATTERY_OUT} or return;
+    my $tb = Test::More->builder;
+    my @d = $tb->details;
+    my @failed = grep { !$d[$_]{ok} } 0 .. $#d;
+    my @what;
+    if (@failed) {
+        my $show = @failed > 3 ? 3 : @failed;
+        push @what, join '; ', map { 'not ok ' . ($_ + 1) . ': ' . ($d[$_]{name} // '') } @failed[0 .. $show - 1];
+        push @what, sprintf '(%d more)', @failed - $show if @failed > $show;
+    }
+    push @what, "died: $LAST_DIE" if defined $LAST_DIE && $code;
+    push @what, "exit status $code" if $code && !@what;
+    return unless @what;
+    my $what = join '; ', @what;
+    $what =~ s/[\t\r\n]+/ /g;
+    if (open my $fh, '>>', $out) {
+        printf {$fh} "#failed\t%s\t%s\n", $0, $what;
+        close $fh;
+    }
 }
 
 # ===========================================================================
