@@ -84,6 +84,18 @@ for my $name ("caf\xc3\xa9-1", "\xe2\x82\xac-2", "\xf0\x9f\x98\x80-3", "a b-4") 
     is($got, $name, "  poked with the same name");
     is(@p ? $p[0]{globalPosition} : undef, $w->{globalPosition}, '  for the message written');
 }
+# ---- parameter names are percent-decoded too (as the original's Go
+# url.ParseQuery): %73tream is stream, and the token in ?%74oken= counts.
+{
+    my $s = EventoSSE->new($d, path => "/subscribe?%73tream=pct-1&%74oken=$T");
+    ok($s->wait_for(sub { $_[0]->ready }, 5), '%73tream=pct-1&%74oken=... subscribes');
+    my $w = W('pct-1');
+    my @p = $s->wait_pokes(1, 5);
+    is(@p ? $p[0]{globalPosition} : undef, $w->{globalPosition}, '  and is poked for pct-1');
+    my $n = EventoSSE->new($d, token => $T, path => '/subscribe?%7stream=pct-1');
+    $n->wait_for(sub { $_[0]->closed || ($_[0]->status && length $_[0]->body) }, 5);
+    is($n->status, 400, 'a key with a bad escape (%7stream) is not stream');
+}
 {
     my $s = sub_([category => "caf\xc3\xa9"]);
     ok($s->wait_for(sub { $_[0]->ready }, 5), 'category=caf%C3%A9 subscribes');

@@ -1275,11 +1275,34 @@ hexval(int ch)
 	return -1;
 }
 
+/*
+ * Whether the query key [k, kend) names `name` once decoded: keys are
+ * percent-decoded like values ("%73tream" is "stream", as Go's
+ * url.ParseQuery in the original), '+' is a space, and a '%' not
+ * followed by two hex digits stands for itself.
+ */
+static int
+query_key_eq(const char *k, const char *kend, const char *name)
+{
+	for (; k < kend; k++, name++) {
+		int ch = (unsigned char)*k;
+
+		if (ch == '+')
+			ch = ' ';
+		else if (ch == '%' && kend - k >= 3 && hexval(k[1]) >= 0 && hexval(k[2]) >= 0) {
+			ch = hexval(k[1]) * 16 + hexval(k[2]);
+			k += 2;
+		}
+		if (*name == '\0' || ch != (unsigned char)*name)
+			return 0;
+	}
+	return *name == '\0';
+}
+
 long
 http_query_get(const struct http_req *req, const char *name, char *buf, size_t buflen)
 {
 	const char *p = req->query;
-	size_t nlen = strlen(name);
 
 	while (p && *p) {
 		const char *amp = strchr(p, '&');
@@ -1287,7 +1310,7 @@ http_query_get(const struct http_req *req, const char *name, char *buf, size_t b
 		const char *eq = memchr(p, '=', (size_t)(end - p));
 		const char *kend = eq ? eq : end;
 
-		if ((size_t)(kend - p) == nlen && memcmp(p, name, nlen) == 0) {
+		if (query_key_eq(p, kend, name)) {
 			size_t j = 0;
 			const char *v = eq ? eq + 1 : end;
 			for (; v < end; v++) {
