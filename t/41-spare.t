@@ -102,6 +102,10 @@ is(scalar(grep { pid_alive($_) } values %{ $d->worker_pids }), 2, 'both workers 
     ok($t->wait_for(sub { $d->log_since_start =~ /spare worker pid=$old->{pid} retiring: a reload/ }, 10),
        'SIGHUP: the old spare retires');
     ok($t->wait_for(sub { !pid_alive($old->{pid}) || ppid_of($old->{pid}) != $d->pid }, 10), 'and exits');
+    # through wrk_exit (the sanitizer build's leak check), not SIGTERM's default action
+    ok($t->wait_for(sub { $d->log_since_start =~ /spare worker exited status=0 pid=$old->{pid}/ }, 10),
+       '  with status 0: it left through the worker\'s exit path')
+        or diag(join "\n", grep { /spare/ } split /\n/, $d->log_since_start);
     my $new = $t->wait_for(sub { my $s = last_spare($d); $s && $s->{gen} == 2 ? $s : undef }, 20);
     ok($new, 'a spare of generation 2 follows the reload') or diag($d->log_since_start);
     ok($t->wait_for(sub { health_ok($d) }, 10), 'serving after the reload');
@@ -112,6 +116,7 @@ is(scalar(grep { pid_alive($_) } values %{ $d->worker_pids }), 2, 'both workers 
     my $s = last_spare($d);
     is($d->stop, 0, 'SIGTERM: the master exits 0');
     ok($t->wait_for(sub { !pid_alive($s->{pid}) }, 5), 'the spare is gone too');
+    like($d->log_since_start, qr/spare worker exited status=0 pid=$s->{pid}/, '  with status 0');
 }
 
 # ---- --spare-worker=false

@@ -178,7 +178,6 @@ sub worker_exits {
     for my $l (split /\n/, $d->log_since_start) {
         next unless $l =~ /master: ((?:spare )?worker .*exited (status=\S+).*)$/;
         my ($what, $st) = ($1, $2);
-        next if $what =~ /^spare/ && $st eq 'status=SIGTERM';    # asleep in recvmsg: default action
         push @all, $what;
         push @bad, $what if $st ne 'status=0';
     }
