@@ -80,46 +80,62 @@ hexdig(int c)
 	return -1;
 }
 
+/* Bytes [from, to) of q decoded: '+' is a space, '%' and two hex digits a byte. */
+static size_t
+ref_decode(const char *q, size_t from, size_t to, unsigned char *out)
+{
+	size_t n = 0;
+
+	for (size_t x = from; x < to; x++) {
+		if (q[x] == '+')
+			out[n++] = ' ';
+		else if (q[x] == '%' && x + 2 < to && hexdig(q[x + 1]) >= 0 &&
+		    hexdig(q[x + 2]) >= 0) {
+			out[n++] = (unsigned char)(hexdig(q[x + 1]) * 16 + hexdig(q[x + 2]));
+			x += 2;
+		} else
+			out[n++] = (unsigned char)q[x];
+	}
+	return n;
+}
+
 /*
- * The first parameter named `name` (the raw key, compared byte for byte;
- * pieces split at '&', the key ends at the first '='), its value decoded:
- * '+' is a space, '%' and two hex digits a byte, anything else itself.
- * The first occurrence counts even when empty; empty means absent.
+ * The first parameter named `name` (pieces split at '&', the key ends at
+ * the first '=' and is decoded like the value, as Go's url.ParseQuery),
+ * its value decoded: '+' is a space, '%' and two hex digits a byte,
+ * anything else itself.  The first occurrence counts even when empty;
+ * empty means absent.
  */
 static struct val
 ref_get(const char *q, const char *name)
 {
 	struct val v = { NULL, 0 };
 	size_t nlen = strlen(name), qlen = strlen(q), i = 0;
+	unsigned char *key = malloc(qlen + 1);
 
+	if (!key)
+		abort();
 	while (i < qlen) {
-		size_t j = i, k;
+		size_t j = i, k, kn;
 		while (j < qlen && q[j] != '&')
 			j++;
 		for (k = i; k < j && q[k] != '='; k++)
 			;
-		if (k - i == nlen && memcmp(q + i, name, nlen) == 0) {
-			size_t vs = k < j ? k + 1 : j, n = 0;
+		kn = ref_decode(q, i, k, key);
+		if (kn == nlen && memcmp(key, name, nlen) == 0) {
+			size_t vs = k < j ? k + 1 : j;
+			free(key);
 			if (vs == j)
 				return v;
 			v.b = malloc(j - vs);
 			if (!v.b)
 				abort();
-			for (size_t x = vs; x < j; x++) {
-				if (q[x] == '+')
-					v.b[n++] = ' ';
-				else if (q[x] == '%' && x + 2 < j && hexdig(q[x + 1]) >= 0 &&
-				    hexdig(q[x + 2]) >= 0) {
-					v.b[n++] = (unsigned char)(hexdig(q[x + 1]) * 16 + hexdig(q[x + 2]));
-					x += 2;
-				} else
-					v.b[n++] = (unsigned char)q[x];
-			}
-			v.len = n;
+			v.len = ref_decode(q, vs, j, v.b);
 			return v;
 		}
 		i = j + 1;
 	}
+	free(key);
 	return v;
 }
 
