@@ -192,8 +192,17 @@ sub verify {
     my %stored;
     my $n = 0;
     for my $w (0 .. $self->{n} - 1) {
-        my ($st, $b) = $d->rpc($token, 'stream.get', "$self->{prefix}-$w", { batchSize => -1 });
-        die "stream.get failed: $st" unless $st == 200;
+        # The read-back may meet the tail of a fault (a worker reconnecting
+        # after a PostgreSQL restart answers 5xx for a moment, a retiring
+        # worker closes): retry for a while rather than lose the file's rows.
+        my ($st, $b, $raw);
+        my $until = Time::HiRes::time() + 15 * EventoTest::mult();
+        while (1) {
+            ($st, $b, undef, $raw) = $d->rpc($token, 'stream.get', "$self->{prefix}-$w", { batchSize => -1 });
+            last if $st == 200 || ($st >= 400 && $st < 500) || Time::HiRes::time() > $until;
+            Time::HiRes::sleep(0.2);
+        }
+        die "stream.get failed: $st " . ($raw // '') unless $st == 200;
         for my $m (@$b) {
             $stored{"$w/$m->[2]"} = $m;
             $n++;
