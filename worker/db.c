@@ -624,7 +624,9 @@ send_query(struct db_conn *dc, struct db_query *q)
 
 		/* strnlen: libpq measures them anyway; scan no further than needed */
 		for (int k = 0; k < s->nparams && bytes < RECYCLE_BYTES; k++)
-			if (s->values[k])
+			if (s->values[k] && s->formats && s->formats[k])
+				bytes += (size_t)s->lengths[k];
+			else if (s->values[k])
 				bytes += strnlen(s->values[k], RECYCLE_BYTES - bytes);
 		if (bytes >= RECYCLE_BYTES)
 			dc->recycle = 1;
@@ -634,7 +636,7 @@ send_query(struct db_conn *dc, struct db_query *q)
 			if (!prep_find(dc, h, 0) && dc->nprep >= PREP_SLOTS / 2) {
 				/* The set is full: run this one unprepared. */
 				if (!PQsendQueryParams(dc->pg, s->sql, s->nparams, NULL, s->values,
-				    NULL, NULL, 0))
+				    s->lengths, s->formats, 0))
 					return -1;
 				dc->cmd_stmt[dc->ncmds++] = (int16_t)i;
 				continue;
@@ -645,11 +647,12 @@ send_query(struct db_conn *dc, struct db_query *q)
 				prep_find(dc, h, 1);
 				dc->cmd_stmt[dc->ncmds++] = (int16_t)(-1 - i);
 			}
-			if (!PQsendQueryPrepared(dc->pg, name, s->nparams, s->values, NULL, NULL, 0))
+			if (!PQsendQueryPrepared(dc->pg, name, s->nparams, s->values, s->lengths,
+			    s->formats, 0))
 				return -1;
 		} else {
 			if (!PQsendQueryParams(dc->pg, s->sql, s->nparams, NULL, s->values,
-			    NULL, NULL, 0))
+			    s->lengths, s->formats, 0))
 				return -1;
 		}
 		dc->cmd_stmt[dc->ncmds++] = (int16_t)i;

@@ -33,6 +33,14 @@ struct db_stmt {
 	int		 nparams;
 	const char *const *values;	/* text format, NULL = SQL NULL */
 	int		 prepare;	/* prepare once per connection */
+	/*
+	 * Optional, per parameter: formats[k] = 1 sends values[k] as binary,
+	 * lengths[k] bytes, not NUL-terminated (a text parameter's binary
+	 * form is its bytes: a JSON span passed straight from the request).
+	 * NULL formats: every value is NUL-terminated text.
+	 */
+	const int	*lengths;
+	const int	*formats;
 };
 
 struct db_query {

@@ -799,6 +799,8 @@ imp_handle(struct http_req *req)
 	m->magic = IMP_MAGIC;
 	m->req = req;
 	json_doc_init(&m->doc);
+	/* a line's columns are at depth 1; data and metadata go on as raw text */
+	m->doc.keep_depth = 2;
 	m->force = http_query_get(req, "force", force, sizeof(force)) > 0 &&
 	    strcmp(force, "true") == 0;
 	http_set_close_cb(req, imp_closed, m);

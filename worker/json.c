@@ -88,8 +88,17 @@ static const char hexdig[] = "0123456789abcdef";
 
 /* An open array or object during parsing. */
 struct json_frame {
-	uint32_t	node;		/* its node */
+	uint32_t	node;		/* its node (when kept) */
 	uint32_t	last;		/* its last child so far, 0 = none */
+	uint8_t		type;		/* JSON_ARRAY or JSON_OBJECT */
+	uint8_t		kept;		/* has a node (doc->keep_depth) */
+};
+
+/* A string decoded on demand by json_str() (not kept in doc->str). */
+struct json_lazy {
+	struct json_lazy *next;
+	uint32_t	node;
+	char		s[];
 };
 
 static int fail(struct json_doc *, const char *, ...) JSON_PRINTF(2, 3);
@@ -328,12 +337,12 @@ wspecial8(uint64_t v)
 static int
 parse_string(struct json_doc *doc, const unsigned char *base,
     const unsigned char **pp, const unsigned char *end,
-    uint32_t *off, uint32_t *olen)
+    uint32_t *off, uint32_t *olen, int copy)
 {
 	const unsigned char *p = *pp + 1, *run;
-	unsigned char *o0, *o;
+	unsigned char *o0 = NULL;
 	uint64_t v, m;
-	size_t need, n;
+	size_t need, n, o = 0;	/* o: decoded length so far */
 	int32_t cp, lo;
 	unsigned c;
 
@@ -341,12 +350,16 @@ parse_string(struct json_doc *doc, const unsigned char *base,
 	 * The decoded text plus its NUL is never longer than the literal
 	 * with its quotes, so room for the rest of the input is enough for
 	 * this string and all those after it: at most one growth per parse,
-	 * and none on a warm document.
+	 * and none on a warm document.  Without `copy` the string is only
+	 * validated and measured (json_str decodes it when asked).
 	 */
-	need = doc->strlen_ + (size_t)(end - p) + 1;
-	if (JSON_UNLIKELY(need > doc->strcap) && grow_str(doc, need) < 0)
-		return fail(doc, "out of memory");
-	o0 = o = (unsigned char *)doc->str + doc->strlen_;
+	if (copy) {
+		need = doc->strlen_ + (size_t)(end - p) + 1;
+		if (JSON_UNLIKELY(need > doc->strcap) && grow_str(doc, need) < 0)
+			return fail(doc, "out of memory");
+		o0 = (unsigned char *)doc->str + doc->strlen_;
+	}
+#define PUT(ch)	do { if (copy) o0[o] = (ch); o++; } while (0)
 
 	for (;;) {
 		/* A run of bytes that are copied as they are. */
@@ -371,17 +384,21 @@ parse_string(struct json_doc *doc, const unsigned char *base,
 				break;
 		}
 		if (p > run) {
-			memcpy(o, run, (size_t)(p - run));
-			o += p - run;
+			if (copy)
+				memcpy(o0 + o, run, (size_t)(p - run));
+			o += (size_t)(p - run);
 		}
 		if (p >= end)
 			return fail(doc, "unexpected end of input");
 		switch (str_class[*p]) {
 		case SC_QUOTE:
-			*o = '\0';
-			*off = (uint32_t)doc->strlen_;
-			*olen = (uint32_t)(o - o0);
-			doc->strlen_ += (size_t)(o - o0) + 1;
+			if (copy) {
+				o0[o] = '\0';
+				*off = (uint32_t)doc->strlen_;
+				doc->strlen_ += o + 1;
+			} else
+				*off = JSON_STR_LAZY;
+			*olen = (uint32_t)o;
 			*pp = p + 1;
 			return 0;
 		case SC_CTRL:
@@ -399,14 +416,14 @@ parse_string(struct json_doc *doc, const unsigned char *base,
 		if (end - p < 2)
 			return fail(doc, "unexpected end of input");
 		switch (p[1]) {
-		case '"':  *o++ = '"';  p += 2; continue;
-		case '\\': *o++ = '\\'; p += 2; continue;
-		case '/':  *o++ = '/';  p += 2; continue;
-		case 'b':  *o++ = '\b'; p += 2; continue;
-		case 'f':  *o++ = '\f'; p += 2; continue;
-		case 'n':  *o++ = '\n'; p += 2; continue;
-		case 'r':  *o++ = '\r'; p += 2; continue;
-		case 't':  *o++ = '\t'; p += 2; continue;
+		case '"':  PUT('"');  p += 2; continue;
+		case '\\': PUT('\\'); p += 2; continue;
+		case '/':  PUT('/');  p += 2; continue;
+		case 'b':  PUT('\b'); p += 2; continue;
+		case 'f':  PUT('\f'); p += 2; continue;
+		case 'n':  PUT('\n'); p += 2; continue;
+		case 'r':  PUT('\r'); p += 2; continue;
+		case 't':  PUT('\t'); p += 2; continue;
 		case 'u':
 			break;
 		default:
@@ -438,8 +455,12 @@ parse_string(struct json_doc *doc, const unsigned char *base,
 			    (unsigned)cp, (size_t)(p - base));
 		} else
 			p += 6;
-		o = utf8_encode(o, (uint32_t)cp);
+		if (copy)
+			o += (size_t)(utf8_encode(o0 + o, (uint32_t)cp) - (o0 + o));
+		else
+			o += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
 	}
+#undef PUT
 }
 
 /*
@@ -571,6 +592,18 @@ json_doc_init(struct json_doc *doc)
 	memset(doc, 0, sizeof(*doc));
 }
 
+static void
+lazy_free(struct json_doc *doc)
+{
+	struct json_lazy *l, *next;
+
+	for (l = doc->lazy; l != NULL; l = next) {
+		next = l->next;
+		free(l);
+	}
+	doc->lazy = NULL;
+}
+
 /* Heap bytes the document holds (node array and string space). */
 size_t
 json_doc_bytes(const struct json_doc *doc)
@@ -581,9 +614,13 @@ json_doc_bytes(const struct json_doc *doc)
 void
 json_doc_free(struct json_doc *doc)
 {
+	uint32_t keep = doc->keep_depth;
+
+	lazy_free(doc);
 	free(doc->nodes);
 	free(doc->str);
 	json_doc_init(doc);
+	doc->keep_depth = keep;	/* the caller's setting outlives the buffers */
 }
 
 int
@@ -593,10 +630,13 @@ json_parse(struct json_doc *doc, const char *text, size_t len)
 	const unsigned char *base = (const unsigned char *)text;
 	const unsigned char *p = base, *end = base + len;
 	uint32_t depth = 0, key_off = 0, key_len = 0, idx, str_off, str_len;
+	uint32_t keep = doc->keep_depth ? doc->keep_depth : UINT32_MAX;
 	uint64_t expand = 0;
-	struct json_node *n;
+	struct json_node *n, scratch;
 	uint8_t type;
+	int kept;
 
+	lazy_free(doc);
 	doc->text = text;
 	doc->textlen = len;
 	doc->nnodes = 0;
@@ -612,10 +652,17 @@ value:
 	/* p is at the first byte of a value, whitespace skipped. */
 	if (p >= end)
 		return fail(doc, "unexpected end of input");
-	if (JSON_UNLIKELY(doc->nnodes == doc->capnodes) && grow_nodes(doc) < 0)
-		return fail(doc, "out of memory");
-	idx = doc->nnodes++;
-	n = &doc->nodes[idx];
+	/* Deeper than keep_depth: validated, not stored (n is scratch). */
+	kept = depth <= keep;
+	if (JSON_LIKELY(kept)) {
+		if (JSON_UNLIKELY(doc->nnodes == doc->capnodes) && grow_nodes(doc) < 0)
+			return fail(doc, "out of memory");
+		idx = doc->nnodes++;
+		n = &doc->nodes[idx];
+	} else {
+		idx = 0;
+		n = &scratch;
+	}
 	n->start = (uint32_t)(p - base);
 	n->len = 0;
 	n->first = n->next = n->count = 0;
@@ -623,7 +670,7 @@ value:
 	n->key_len = key_len;
 	n->str_off = n->str_len = 0;
 	key_off = key_len = 0;
-	if (depth > 0) {
+	if (depth > 0 && kept) {
 		f = &stack[depth - 1];
 		if (f->last)
 			doc->nodes[f->last].next = idx;
@@ -642,6 +689,8 @@ value:
 		n->type = type;
 		stack[depth].node = idx;
 		stack[depth].last = 0;
+		stack[depth].type = type;
+		stack[depth].kept = (uint8_t)kept;
 		depth++;
 		p = skip_ws(p + 1, end);
 		if (p < end && *p == (type == JSON_OBJECT ? '}' : ']'))
@@ -651,7 +700,8 @@ value:
 		goto key;
 	case '"':
 		n->type = JSON_STRING;
-		if (parse_string(doc, base, &p, end, &str_off, &str_len) < 0)
+		/* at keep_depth itself: measured now, decoded if asked */
+		if (parse_string(doc, base, &p, end, &str_off, &str_len, depth < keep) < 0)
 			return -1;
 		n->str_off = str_off;
 		n->str_len = str_len;
@@ -690,7 +740,7 @@ after:
 	if (p >= end)
 		return fail(doc, "unexpected end of input");
 	f = &stack[depth - 1];
-	if (doc->nodes[f->node].type == JSON_ARRAY) {
+	if (f->type == JSON_ARRAY) {
 		if (*p == ',') {
 			p = skip_ws(p + 1, end);
 			goto value;
@@ -711,7 +761,8 @@ key:
 	/* p is where an object member's key must start. */
 	if (p >= end || *p != '"')
 		return unexpected(doc, base, p, end);
-	if (parse_string(doc, base, &p, end, &key_off, &key_len) < 0)
+	/* the key of a member at depth `depth`: decoded if the member is kept */
+	if (parse_string(doc, base, &p, end, &key_off, &key_len, depth <= keep) < 0)
 		return -1;
 	p = skip_ws(p, end);
 	if (p >= end || *p != ':')
@@ -723,7 +774,8 @@ close:
 	/* p is at the bracket closing the innermost open container. */
 	idx = stack[--depth].node;
 	p++;
-	doc->nodes[idx].len = (uint32_t)(p - base) - doc->nodes[idx].start;
+	if (stack[depth].kept)
+		doc->nodes[idx].len = (uint32_t)(p - base) - doc->nodes[idx].start;
 	goto after;
 
 done:
@@ -769,9 +821,50 @@ json_at(const struct json_doc *doc, uint32_t arr, uint32_t n)
 	return i;
 }
 
+/*
+ * Decode string node i, which the parse only validated and measured, into
+ * a block of its own on doc->lazy: pointers json_str returned before stay
+ * valid, and a second call finds the block.  NULL if out of memory.
+ */
+static JSON_COLD const char *
+lazy_str(struct json_doc *doc, uint32_t i)
+{
+	const struct json_node *n = &doc->nodes[i];
+	const unsigned char *base = (const unsigned char *)doc->text;
+	const unsigned char *p = base + n->start;
+	struct json_doc tmp;
+	struct json_lazy *l;
+	uint32_t off, len;
+
+	for (l = doc->lazy; l != NULL; l = l->next)
+		if (l->node == i)
+			return l->s;
+	/*
+	 * The same decoder, on the literal alone, straight into the block:
+	 * it asks for the literal's length (the rest of its input), which
+	 * the block has, so it never grows the buffer it was lent.
+	 */
+	if ((l = malloc(sizeof(*l) + (size_t)n->len)) == NULL)
+		return NULL;
+	json_doc_init(&tmp);
+	tmp.str = l->s;
+	tmp.strcap = n->len;
+	if (parse_string(&tmp, base, &p, base + n->start + n->len, &off, &len, 1) < 0 ||
+	    len != n->str_len) {
+		free(l);
+		return NULL;
+	}
+	l->node = i;
+	l->next = doc->lazy;
+	doc->lazy = l;
+	return l->s;
+}
+
 const char *
 json_str(const struct json_doc *doc, uint32_t i, size_t *len)
 {
+	const char *s;
+
 	if (i >= doc->nnodes || doc->nodes[i].type != JSON_STRING) {
 		if (len != NULL)
 			*len = 0;
@@ -779,7 +872,13 @@ json_str(const struct json_doc *doc, uint32_t i, size_t *len)
 	}
 	if (len != NULL)
 		*len = doc->nodes[i].str_len;
-	return doc->str + doc->nodes[i].str_off;
+	if (JSON_LIKELY(doc->nodes[i].str_off != JSON_STR_LAZY))
+		return doc->str + doc->nodes[i].str_off;
+	/* logically const: the lazy list is a cache of what the text says */
+	s = lazy_str((struct json_doc *)(uintptr_t)doc, i);
+	if (s == NULL && len != NULL)
+		*len = 0;
+	return s;
 }
 
 double

@@ -66,9 +66,13 @@ struct json_node {
 	uint32_t	count;		/* number of children (array/object) */
 	uint32_t	key_off;	/* object members: decoded key in str */
 	uint32_t	key_len;
-	uint32_t	str_off;	/* strings: decoded value in str, NUL-terminated */
-	uint32_t	str_len;
+	uint32_t	str_off;	/* strings: decoded value in str, NUL-terminated, */
+	uint32_t	str_len;	/* or JSON_STR_LAZY (json_str decodes it) */
 };
+
+#define JSON_STR_LAZY	UINT32_MAX
+
+struct json_lazy;
 
 struct json_doc {
 	const char	*text;		/* input, not owned */
@@ -80,6 +84,17 @@ struct json_doc {
 	size_t		 strlen_;
 	size_t		 strcap;
 	char		 err[160];	/* parse error, e.g. "invalid UTF-8 at offset 12" */
+	/*
+	 * Set by the caller, kept across parses; 0 = no limit.  Values
+	 * deeper than keep_depth (the root is at 0) are validated as fully
+	 * as any, but get no node: a container at keep_depth has count 0.
+	 * Strings at keep_depth are measured, not copied, and json_str
+	 * decodes one when asked.  A request's envelope is shallow and its
+	 * data is passed on as raw text: a 16 MiB document of small values
+	 * costs no node array and no string copy beneath the envelope.
+	 */
+	uint32_t	 keep_depth;
+	struct json_lazy *lazy;		/* strings json_str decoded on demand */
 };
 
 /* Initialise an empty document (no allocation). */

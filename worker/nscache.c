@@ -29,14 +29,18 @@ static int nentries;
 /*
  * Per-namespace statements; %1$s is the quoted schema.  Reads select the
  * columns in wire order so the response writer walks them left to right.
+ * Data and metadata parameters are text cast to jsonb, so the write can
+ * send them in binary form, the request's own bytes with a length: no
+ * NUL-terminated copy of a 16 MiB document (jsonb's binary form would
+ * need a version byte in front).
  */
 static const char *const sql_tmpl[NS_SQL_N] = {
 	[NS_SQL_WRITE] =
 	    "SELECT w.pos, currval('%1$s.messages_global_position_seq') FROM "
-	    "(SELECT %1$s.write_message($1, $2, $3, $4::jsonb, $5::jsonb, $6) AS pos OFFSET 0) w",
+	    "(SELECT %1$s.write_message($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6) AS pos OFFSET 0) w",
 	[NS_SQL_BYID] =
-	    "SELECT stream_name, type, position, global_position, data = $2::jsonb, "
-	    "metadata IS NOT DISTINCT FROM $3::jsonb FROM %1$s.messages WHERE id = $1::uuid",
+	    "SELECT stream_name, type, position, global_position, data = $2::text::jsonb, "
+	    "metadata IS NOT DISTINCT FROM $3::text::jsonb FROM %1$s.messages WHERE id = $1::uuid",
 	[NS_SQL_GET] =
 	    "SELECT id, type, position, global_position, data, metadata, time "
 	    "FROM %1$s.get_stream_messages($1, $2, $3, NULL)",

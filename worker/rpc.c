@@ -58,6 +58,14 @@ rpc_init(const struct rpc_options *opt)
 		method_label[i] = (uint8_t)shm_label_index(SHM_DIM_method, methods[i].name);
 }
 
+/*
+ * Depth of the deepest value a method reads: a request is ["method", args...]
+ * and options.consumerGroup.member is at 3 (the array, options,
+ * consumerGroup, member).  Beneath message.data and metadata (2) json_parse
+ * validates but stores nothing: they go on to PostgreSQL as raw text.
+ */
+#define RPC_KEEP_DEPTH	3
+
 /* Per-connection buffers above this are freed after each request. */
 #define RPC_KEEP_BYTES	(64 * 1024)
 
@@ -69,7 +77,6 @@ ctx_free(void *p)
 	db_query_reset(&c->q);
 	json_doc_free(&c->doc);
 	evbuffer_free(c->out);
-	free(c->tmp);
 	nscache_unref(c->ns);
 	nscache_unref(c->target);
 	c->magic = 0;
@@ -87,6 +94,7 @@ ctx_get(struct http_req *req)
 			return NULL;
 		c->magic = RPC_MAGIC;
 		json_doc_init(&c->doc);
+		c->doc.keep_depth = RPC_KEEP_DEPTH;
 		c->out = evbuffer_new();
 		if (!c->out) {
 			free(c);
@@ -133,11 +141,6 @@ rpc_finish(struct rpc_ctx *c)
 	free(c->heap_st);
 	c->heap_st = NULL;
 	/* What a large request grew is not kept for the life of the connection. */
-	if (c->tmpcap > RPC_KEEP_BYTES) {
-		free(c->tmp);
-		c->tmp = NULL;
-		c->tmpcap = 0;
-	}
 	if (json_doc_bytes(&c->doc) > RPC_KEEP_BYTES)
 		json_doc_free(&c->doc);
 }
@@ -209,35 +212,6 @@ rpc_num(struct rpc_ctx *c, int slot, int64_t v)
 {
 	snprintf(c->nbuf[slot], sizeof(c->nbuf[slot]), "%lld", (long long)v);
 	return c->nbuf[slot];
-}
-
-/*
- * NUL-terminated copy of a node's raw JSON text in c->tmp.  Returns the
- * offset through *off; call rpc_tmp_ptr-style resolution after all copies
- * (the buffer may move), so callers store offsets and resolve at submit.
- */
-const char *
-rpc_rawcopy(struct rpc_ctx *c, uint32_t node, size_t *off)
-{
-	size_t len, need;
-	const char *raw = json_raw(&c->doc, node, &len);
-
-	need = *off + len + 1;
-	if (need > c->tmpcap) {
-		size_t cap = c->tmpcap ? c->tmpcap : 1024;
-		char *n;
-		while (cap < need)
-			cap *= 2;
-		n = realloc(c->tmp, cap);
-		if (!n)
-			return NULL;
-		c->tmp = n;
-		c->tmpcap = cap;
-	}
-	memcpy(c->tmp + *off, raw, len);
-	c->tmp[*off + len] = '\0';
-	*off += len + 1;
-	return c->tmp;
 }
 
 void

@@ -38,9 +38,9 @@ struct rpc_ctx {
 	char		**heap_sql;
 	int		 nheap_sql;
 	const char	*pv[8];		/* parameter values */
+	int		 plen[8];	/* their lengths, where pfmt says binary */
+	int		 pfmt[8];	/* 1: pv[k] is plen[k] bytes, not NUL-terminated */
 	char		 nbuf[8][24];	/* their text when numeric */
-	char		*tmp;		/* NUL-terminated copies of raw JSON */
-	size_t		 tmpcap;
 	struct ns_entry	*ns;		/* caller's namespace, or NULL */
 	struct ns_entry	*target;	/* ns.info / ns.delete target */
 	char		 ns_id[256];	/* caller's namespace id */
@@ -114,7 +114,6 @@ void rpc_invalid(struct rpc_ctx *c, const char *msg);
 void rpc_reply(struct rpc_ctx *c);	/* 200 with c->out (a "\n" is appended) */
 void rpc_submit(struct rpc_ctx *c, int nstmts, void (*cb)(struct db_query *));
 const char *rpc_num(struct rpc_ctx *c, int slot, int64_t v);
-const char *rpc_rawcopy(struct rpc_ctx *c, uint32_t node, size_t *off);
 void rpc_write_time(struct evbuffer *out, const char *pgtime);
 void rpc_write_now(struct evbuffer *out);
 void rpc_write_unix(struct evbuffer *out, int64_t secs);

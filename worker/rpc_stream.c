@@ -260,7 +260,12 @@ lookup_by_id(struct rpc_ctx *c, int phase)
 	c->pv[5] = c->pv[0];
 	c->pv[6] = c->pv[3];
 	c->pv[7] = c->pv[4];
-	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_BYID], 3, &c->pv[5], 1 };
+	c->plen[6] = c->plen[3];
+	c->plen[7] = c->plen[4];
+	c->pfmt[5] = 0;
+	c->pfmt[6] = c->pfmt[3];
+	c->pfmt[7] = c->pfmt[4];
+	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_BYID], 3, &c->pv[5], 1, &c->plen[5], &c->pfmt[5] };
 	rpc_submit(c, 1, byid_done);
 }
 
@@ -316,7 +321,7 @@ rpc_write_done(struct db_query *q)
 void
 rpc_write_single(struct rpc_ctx *c, void (*cb)(struct db_query *))
 {
-	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_WRITE], 6, c->pv, 1 };
+	c->st[0] = (struct db_stmt){ c->ns->sql[NS_SQL_WRITE], 6, c->pv, 1, c->plen, c->pfmt };
 	rpc_submit(c, 1, cb);
 }
 
@@ -326,7 +331,7 @@ rpc_stream_write(struct rpc_ctx *c)
 	const char *stream;
 	uint32_t msg, type, data;
 	long meta, opts, idn, evn;
-	size_t off = 0, data_off, meta_off = 0;
+	size_t len;
 
 	if (c->nargs < 2) {
 		rpc_invalid(c, "stream.write requires at least 2 arguments: streamName and message");
@@ -361,9 +366,9 @@ rpc_stream_write(struct rpc_ctx *c)
 
 	c->msgid_given = 0;
 	if (idn && c->doc.nodes[idn].str_len > 0) {
-		size_t len;
-		const char *s = json_str(&c->doc, (uint32_t)idn, &len);
-		if (tok_uuid_canon(s, len, c->msgid) < 0) {
+		size_t idlen;
+		const char *s = json_str(&c->doc, (uint32_t)idn, &idlen);
+		if (tok_uuid_canon(s, idlen, c->msgid) < 0) {
 			rpc_invalid(c, "options.id must be a UUID");
 			return;
 		}
@@ -377,24 +382,21 @@ rpc_stream_write(struct rpc_ctx *c)
 
 	c->has_expected = evn > 0;
 	c->expected = evn ? json_int(&c->doc, (uint32_t)evn) : 0;
-	data_off = off;
-	if (!rpc_rawcopy(c, data, &off))
-		goto oom;
-	if (meta) {
-		meta_off = off;
-		if (!rpc_rawcopy(c, (uint32_t)meta, &off))
-			goto oom;
-	}
+	memset(c->pfmt, 0, sizeof(c->pfmt));
 	c->pv[0] = c->msgid;
 	c->pv[1] = stream;
 	c->pv[2] = json_str(&c->doc, type, NULL);
-	c->pv[3] = c->tmp + data_off;
-	c->pv[4] = meta ? c->tmp + meta_off : NULL;
+	c->pv[3] = json_raw(&c->doc, data, &len);
+	c->plen[3] = (int)len;
+	c->pfmt[3] = 1;
+	c->pv[4] = NULL;
+	if (meta) {
+		c->pv[4] = json_raw(&c->doc, (uint32_t)meta, &len);
+		c->plen[4] = (int)len;
+		c->pfmt[4] = 1;
+	}
 	c->pv[5] = evn ? rpc_num(c, 0, c->expected) : NULL;
 	wb_submit(c);
-	return;
-oom:
-	rpc_error(c, 500, "INTERNAL_ERROR", "out of memory");
 }
 
 /* ---- reads --------------------------------------------------------------- */

@@ -183,10 +183,10 @@ add_item(struct evbuffer *b, struct rpc_ctx *c, int first)
 	evbuffer_add(b, ",\"t\":", 5);
 	json_write_cstr(b, c->pv[2]);
 	evbuffer_add(b, ",\"d\":", 5);
-	evbuffer_add(b, c->pv[3], strlen(c->pv[3]));
+	evbuffer_add(b, c->pv[3], (size_t)c->plen[3]);	/* raw JSON spans (pfmt 1) */
 	if (c->pv[4]) {
 		evbuffer_add(b, ",\"m\":", 5);
-		evbuffer_add(b, c->pv[4], strlen(c->pv[4]));
+		evbuffer_add(b, c->pv[4], (size_t)c->plen[4]);
 	}
 	if (c->pv[5])
 		evbuffer_add_printf(b, ",\"e\":%s", c->pv[5]);
@@ -196,8 +196,8 @@ add_item(struct evbuffer *b, struct rpc_ctx *c, int first)
 static size_t
 item_bytes(struct rpc_ctx *c)
 {
-	return 96 + strlen(c->pv[1]) + strlen(c->pv[2]) + strlen(c->pv[3]) +
-	    (c->pv[4] ? strlen(c->pv[4]) : 0);
+	return 96 + strlen(c->pv[1]) + strlen(c->pv[2]) + (size_t)c->plen[3] +
+	    (c->pv[4] ? (size_t)c->plen[4] : 0);
 }
 
 static void

@@ -233,10 +233,12 @@ check_write(struct rpc_ctx *c)
 		why = "id is not a canonical UUID";
 	else if (!c->pv[1][0] || !c->pv[2][0])
 		why = "empty stream name or type";
-	else if (json_parse(&check_doc, c->pv[3], strlen(c->pv[3])) < 0 ||
+	else if (!c->pfmt[3] || (c->pv[4] && !c->pfmt[4]))
+		why = "data or metadata not sent as a counted span";
+	else if (json_parse(&check_doc, c->pv[3], (size_t)c->plen[3]) < 0 ||
 	    json_type_of(&check_doc, 0) != JSON_OBJECT)
 		why = "data is not a JSON object";
-	else if (c->pv[4] && (json_parse(&check_doc, c->pv[4], strlen(c->pv[4])) < 0 ||
+	else if (c->pv[4] && (json_parse(&check_doc, c->pv[4], (size_t)c->plen[4]) < 0 ||
 	    json_type_of(&check_doc, 0) != JSON_OBJECT))
 		why = "metadata is not a JSON object";
 	if (why) {
@@ -407,6 +409,69 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/*
+ * The request path parses with keep_depth (RPC_KEEP_DEPTH, import's 2):
+ * it must accept and reject exactly what an unlimited parse does, with
+ * the same message, and keep the same nodes and strings down to its depth.
+ */
+static void
+check_keep_depth(const char *text, size_t len, uint32_t keep)
+{
+	static struct json_doc full, part;
+	static uint32_t *dep, ndep;
+	int rc0, rc1;
+	uint32_t k = 0;
+
+	part.keep_depth = keep;
+	rc0 = json_parse(&full, text, len);
+	rc1 = json_parse(&part, text, len);
+	if (rc0 != rc1 || (rc0 < 0 && strcmp(full.err, part.err) != 0)) {
+		fprintf(stderr, "fuzz_rpc: keep_depth %u: %d \"%s\" vs %d \"%s\"\n", keep,
+		    rc0, full.err, rc1, part.err);
+		abort();
+	}
+	if (rc0 < 0)
+		return;
+	/* depths from the tree (children follow their parent); kept: depth <= keep */
+	if (full.nnodes > ndep) {
+		free(dep);
+		ndep = full.nnodes;
+		if (!(dep = malloc(ndep * sizeof(*dep))))
+			abort();
+	}
+	dep[0] = 0;
+	for (uint32_t i = 0; i < full.nnodes; i++)
+		for (uint32_t c = full.nodes[i].first; c != 0; c = full.nodes[c].next)
+			dep[c] = dep[i] + 1;
+	for (uint32_t i = 0; i < full.nnodes; i++) {
+		const struct json_node *a = &full.nodes[i];
+		size_t la, lb;
+		const char *sa, *sb;
+
+		if (dep[i] > keep)
+			continue;
+		if (k >= part.nnodes || part.nodes[k].start != a->start ||
+		    part.nodes[k].len != a->len || part.nodes[k].type != a->type) {
+			fprintf(stderr, "fuzz_rpc: keep_depth %u: node %u differs\n", keep, i);
+			abort();
+		}
+		if (a->type == JSON_STRING) {
+			sa = json_str(&full, i, &la);
+			sb = json_str(&part, k, &lb);
+			if (!sa || !sb || la != lb || memcmp(sa, sb, la) != 0) {
+				fprintf(stderr, "fuzz_rpc: keep_depth %u: string %u differs\n", keep, i);
+				abort();
+			}
+		}
+		k++;
+	}
+	if (k != part.nnodes) {
+		fprintf(stderr, "fuzz_rpc: keep_depth %u: %u nodes kept, %u expected\n", keep,
+		    part.nnodes, k);
+		abort();
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -483,5 +548,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fconn.app_free(fconn.app);
 	check_refs();
 	evbuffer_free(req.body);
+	check_keep_depth((const char *)data, size, 1 + variant % 4);
 	return 0;
 }

@@ -963,6 +963,154 @@ test_reuse(void)
 	}
 }
 
+
+/* ---- keep_depth: the same verdicts, fewer nodes ------------------------ */
+
+static void
+depths(const struct json_doc *d, uint32_t i, uint32_t depth, uint32_t *out)
+{
+	out[i] = depth;
+	for (uint32_t c = d->nodes[i].first; c != 0; c = d->nodes[c].next)
+		depths(d, c, depth + 1, out);
+}
+
+/*
+ * Parse `text` without a limit and with keep_depth = keep: the same result
+ * and error; the kept document holds exactly the nodes at depth <= keep,
+ * each with the same type, span, key and string, containers at keep empty.
+ */
+static int
+same_as_unlimited(const char *text, size_t len, uint32_t keep)
+{
+	static struct json_doc full, part;
+	static uint32_t dep[4096];
+	int rc0, rc1, bad = 0;
+	uint32_t k = 0;
+
+	full.keep_depth = 0;
+	part.keep_depth = keep;
+	rc0 = json_parse(&full, text, len);
+	rc1 = json_parse(&part, text, len);
+	if (rc0 != rc1 || (rc0 < 0 && strcmp(full.err, part.err) != 0)) {
+		diag("keep %u: %d \"%s\" vs %d \"%s\"", keep, rc0, full.err, rc1, part.err);
+		return 0;
+	}
+	if (rc0 < 0 || full.nnodes > 4096)
+		return 1;
+	depths(&full, 0, 0, dep);
+	for (uint32_t i = 0; i < full.nnodes && !bad; i++) {
+		const struct json_node *a = &full.nodes[i], *b;
+		if (dep[i] > keep)
+			continue;
+		if (k >= part.nnodes) {
+			bad = 1;
+			break;
+		}
+		b = &part.nodes[k];
+		if (a->type != b->type || a->start != b->start || a->len != b->len ||
+		    a->key_len != b->key_len ||
+		    (dep[i] > 0 && memcmp(full.str + a->key_off, part.str + b->key_off, a->key_len) != 0) ||
+		    (a->type >= JSON_ARRAY && b->count != (dep[i] == keep ? 0 : a->count)))
+			bad = 1;
+		if (a->type == JSON_STRING) {
+			size_t la, lb;
+			const char *sa = json_str(&full, i, &la), *sb = json_str(&part, k, &lb);
+			if (!sa || !sb || la != lb || memcmp(sa, sb, la) != 0 || sb[lb] != '\0' ||
+			    (dep[i] == keep) != (b->str_off == JSON_STR_LAZY))
+				bad = 1;
+		}
+		k++;
+	}
+	if (!bad && k != part.nnodes)
+		bad = 1;
+	if (bad)
+		diag("keep %u: node %u of %u differs", keep, k, part.nnodes);
+	return !bad;
+}
+
+static void
+test_keep_depth(void)
+{
+	static const char *const docs[] = {
+		"{\"method\":\"stream.write\",\"params\":[\"s-1\",{\"type\":\"T\",\"data\":{\"a\":[1,{\"b\":\"c\\u00e9\\ud83d\\ude00\"}],\"k\\\"q\":\"v\\n\"},\"metadata\":{\"m\":null}},{\"consumerGroup\":{\"member\":1,\"size\":2}}]}",
+		"[[[[[[\"deep\",\"\\u0041\",1e5,true,false,null]]]]]]",
+		"{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":\"x\"}}}}}",
+		"{\"\":\"\",\"x\":[],\"y\":{}}",
+		"\"root string\"",
+		"[1,2,[3,[4,[5]]]]",
+		/* errors beneath the kept depth must still be found, at the same offset */
+		"{\"a\":{\"b\":{\"c\":\"\\u0000\"}}}",
+		"{\"a\":{\"b\":{\"c\":\"\xff\"}}}",
+		"{\"a\":{\"b\":{\"c\":\"\xc0\xaf\"}}}",
+		"{\"a\":{\"b\":{\"c\":1e400}}}",
+		"{\"a\":{\"b\":{\"c\":[1,]}}}",
+		"{\"a\":{\"b\":{\"c\":\"\\ud800\"}}}",
+		"{\"a\":{\"b\":{\"\xff\":1}}}",
+		"{\"a\":{\"b\":{\"c\":01}}}",
+		"{\"a\":{\"b\":{\"c\":tru}}}",
+		"{\"a\":{\"b\":{\"c\":\"x\"}}} x",
+		"{\"a\":{\"b\":{\"c\":\"x\"}}",
+		"{\"a\":{\"b\":{\"c\":\"\\q\"}}}",
+		"{\"a\":{\"b\":{\"c\":\"raw\ttab\"}}}",
+	};
+	int bad = 0;
+
+	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
+		for (uint32_t keep = 1; keep <= 6; keep++)
+			if (!same_as_unlimited(docs[i], strlen(docs[i]), keep)) {
+				diag("document %zu: %s", i, show(docs[i], strlen(docs[i])));
+				bad++;
+			}
+	ok(bad == 0, "keep_depth 1-6: same verdicts, errors and kept nodes on %zu documents",
+	    sizeof(docs) / sizeof(docs[0]));
+
+	/* Nesting past 64 is rejected beneath the kept depth too. */
+	{
+		char deep[200];
+		memset(deep, '[', 65);
+		memset(deep + 65, ']', 65);
+		ok(same_as_unlimited(deep, 130, 2), "depth 65 rejected alike under keep_depth 2");
+	}
+
+	/* A 1 MB string at keep_depth: not copied, decoded when asked, stably. */
+	{
+		size_t n = 1 << 20, p = 0;
+		char *s = malloc(n + 64);
+		struct json_doc d;
+		const char *a, *b, *a2;
+		size_t la = 0, lb = 0;
+
+		p += (size_t)sprintf(s, "{\"d\":{\"big\":\"");
+		for (size_t i = 0; i < n; i++)
+			s[p++] = i % 1000 == 0 ? '\\' : (char)('a' + i % 26);
+		/* every 1000th byte a backslash: make those escapes \n */
+		for (size_t i = 13; i < p; i++)
+			if (s[i] == '\\')
+				s[++i] = 'n';
+		p += (size_t)sprintf(s + p, "\",\"e\":\"small\"}}");
+		json_doc_init(&d);
+		d.keep_depth = 2;
+		if (json_parse(&d, s, p) == 0) {
+			uint32_t big = json_get(&d, json_get(&d, 0, "d"), "big");
+			uint32_t e = json_get(&d, json_get(&d, 0, "d"), "e");
+			ok(d.strlen_ < 64, "a 1 MB string at keep_depth is not copied (%zu bytes of strings)",
+			    d.strlen_);
+			a = json_str(&d, big, &la);
+			b = json_str(&d, e, &lb);
+			a2 = json_str(&d, big, NULL);
+			ok(a != NULL && a == a2 && b != NULL && lb == 5 && strcmp(b, "small") == 0 &&
+			    la == d.nodes[big].str_len && a[la] == '\0' && a[0] == '\n' && a[1] == 'c' &&
+			    a[999] == '\n' && strlen(a) == la,
+			    "decoded on demand, once, NUL-terminated, escapes applied (%zu bytes)", la);
+			json_doc_free(&d);
+			ok(d.keep_depth == 2 && d.lazy == NULL, "json_doc_free keeps keep_depth, frees lazies");
+		} else
+			ok(0, "1 MB string document: %s", d.err);
+		json_doc_free(&d);
+		free(s);
+	}
+}
+
 int
 main(void)
 {
@@ -980,6 +1128,7 @@ main(void)
 	test_ints();
 	test_writer();
 	test_reuse();
+	test_keep_depth();
 	json_doc_free(&D);
 	return tap_done();
 }
