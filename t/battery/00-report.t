@@ -29,8 +29,8 @@ open my $fh, '<', $rows or die "$rows: $!";
 my @lines = <$fh>;
 close $fh;
 is(scalar @lines, 3, 'two rows written, and a line naming the failed file');
-is($lines[0], "T99\tdemo row\t3 ms\t<= 5 ms\tPASS\n", 'tabs in a field are folded, verdict PASS');
-like($lines[1], qr/\tFAIL\n\z/, 'a failed row says FAIL');
+is($lines[0], "T99\tdemo row\t3 ms\t<= 5 ms\tPASS\t-e\n", 'tabs in a field are folded, verdict PASS, then the file');
+like($lines[1], qr/\tFAIL\t-e\n\z/, 'a failed row says FAIL');
 like($lines[2], qr/^#failed\t-e\tnot ok 2: T98 failing row/, 'the file\'s failed test, by number and name');
 
 my $out = `$^X $top/tools/battery-report $rows 1`;
@@ -64,6 +64,23 @@ like($out, qr/\n1 passed, 1 failed\n\z/, 'and counts as a failure');
 }
 $out = `$^X $top/tools/battery-report $rows 1`;
 like($out, qr/^  -e: died: lost the cluster\s*\n1 passed, 1 failed\n\z/m, 'a file that died is named with its message');
+
+# A row the expected list gives to a file that ran, and that it did not
+# write, fails the run; one from a file that skipped tests is a SKIP.
+{
+    my $exp = "$dir/expected";
+    open my $eh, '>', $exp or die; print {$eh} "# comment\nT99 x.t\nT97 x.t\nT96 y.t\nT95 z.t\n"; close $eh;
+    open $fh, '>', $rows or die;
+    print {$fh} "T99\tok\t1\t1\tPASS\tx.t\n#skip\ty.t\tno tool here\n";
+    close $fh;
+    $out = `$^X $top/tools/battery-report $rows 0 /dev/null $exp t/battery/x.t t/battery/y.t`;
+    is($? >> 8, 1, 'a missing row fails the report');
+    like($out, qr/^FAIL T97 \(not reported by x\.t\): the row is missing/m, 'and is named');
+    like($out, qr/^T96\s+\(not reported by y\.t\)\s+SKIP: the file skipped tests: no tool here\s+PASS$/m,
+        'a row of a file that skipped tests is a SKIP');
+    unlike($out, qr/T95/, 'rows of files that did not run are not expected');
+    like($out, qr/\n2 passed, 1 failed\n\z/, 'counted');
+}
 
 # No line from the file (killed, say): prove's summary from its log instead.
 open $fh, '>', $rows or die; print {$fh} "T01\tok\t1\t1\tPASS\n"; close $fh;
