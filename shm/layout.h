@@ -50,7 +50,7 @@
 #define EVSHM_MAGIC		"EVSHM-01"	/* 8 bytes, no NUL: bump with EVSHM_MAJOR */
 #define EVSHM_MAGIC_PREFIX	"EVSHM-"	/* any version */
 #define EVSHM_MAJOR		1
-#define EVSHM_MINOR		4	/* 1.1: evshm_prof.cpu_sampler_ns, alloc_sampler_ns, alloc_samples; 1.2: write_batch* counters; 1.3: slot ns_drops; 1.4: db_recycled */
+#define EVSHM_MINOR		5	/* 1.1: evshm_prof.cpu_sampler_ns, alloc_sampler_ns, alloc_samples; 1.2: write_batch* counters; 1.3: slot ns_drops; 1.4: db_recycled; 1.5: http_write_queued */
 
 #define EVSHM_PAGE		4096u	/* areas start on multiples of this */
 
