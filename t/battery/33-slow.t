@@ -144,13 +144,19 @@ my $errs = $during->{errors} // -1;
 my $p99r = ($base->{p99_latency_ms} // 0) ? ($during->{p99_latency_ms} // 0) / $base->{p99_latency_ms} : 99;
 # 2x a baseline of a few milliseconds is inside one scheduling hiccup on 2
 # shared cores: a p99 within 20 ms of the baseline passes too (the fault
-# this row exists for cost 0.4-1.7 s).
-my $lat_ok = $p99r <= 2 || ($during->{p99_latency_ms} // 1e9) <= ($base->{p99_latency_ms} // 0) + 20 || $timing_note;
+# this row exists for cost 0.4-1.7 s).  In the fast tier (CI, a shared
+# machine) within 100 ms: the attackers' 400 connections, opened within a
+# tenth of a second, each send a byte every second together, the load runs at half the machine's
+# closed-loop rate, and on 2 cores the p99 of such a run was 10-45 ms with
+# and without the latest changes; 100 ms still catches that fault 4-17x
+# over.  The long tier judges the 20 ms.
+my $slack_ms = battery_full() ? 20 : 100;
+my $lat_ok = $p99r <= 2 || ($during->{p99_latency_ms} // 1e9) <= ($base->{p99_latency_ms} // 0) + $slack_ms || $timing_note;
 battery('T13d', "legitimate load at $rate/s (half the closed-loop rate) alongside",
         sprintf('%d requests, %d errors; p99 %.1f ms vs %.1f ms baseline (%.1fx)%s', $during->{total_ops} // 0, $errs,
                 $during->{p99_latency_ms} // 0, $base->{p99_latency_ms} // 0, $p99r,
                 $timing_note && $p99r > 2 ? "$timing_note; latency not judged" : ''),
-        'service available throughout (0 errors); p99 <= 2x baseline (or + 20 ms)', $errs == 0 && ($during->{total_ops} // 0) > 0 && $lat_ok);
+        "service available throughout (0 errors); p99 <= 2x baseline (or + $slack_ms ms" . ($slack_ms > 20 ? ', fast tier; + 20 ms in the long' : '') . ')', $errs == 0 && ($during->{total_ops} // 0) > 0 && $lat_ok);
 
 # ---- T13e: a client that pipelines large reads without reading the
 # answers.  Regression: every answer used to be built and buffered at once
