@@ -247,6 +247,16 @@ deadline_disarm(struct db_conn *dc)
 static void
 watch(struct db_conn *dc, short what)
 {
+	/*
+	 * The usual case: a query sent on a connection already waiting to
+	 * read.  Recreating the event cost an epoll_ctl DEL and ADD and an
+	 * allocation per query.  (conn_down frees the event, so one left
+	 * here is for this connection's socket.)
+	 */
+	if (dc->ev && event_get_fd(dc->ev) == PQsocket(dc->pg) &&
+	    event_get_events(dc->ev) == what &&
+	    event_pending(dc->ev, what & (EV_READ | EV_WRITE), NULL))
+		return;
 	if (dc->ev)
 		event_free(dc->ev);
 	dc->ev = event_new(db_base, PQsocket(dc->pg), what, conn_event, dc);
