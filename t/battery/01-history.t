@@ -183,13 +183,22 @@ my @base = ('--url', $d->base_url, '--token', $T);
 # every write answered 200 must sit where the answer said (N1, N7).
 {
     my $secs = $full ? 30 : 4;
-    my ($r, $s) = evcheck(@base, '--clients', 8, '--duration', $secs, '--timeout', 4, '--retry');
-    $s //= {};
+    # The deadline must be short enough that writes do time out: 4 ms, and
+    # when the server answered every write within it (it got faster: CI
+    # saw 0 retries at 4 ms), 2 ms, then 1 ms.  Each run is checked whole.
+    my ($r, $s, $ms);
+    for my $try (4, 2, 1) {
+        $ms = $try;
+        ($r, $s) = evcheck(@base, '--clients', 8, '--duration', $secs, '--timeout', $ms, '--retry');
+        $s //= {};
+        last if num0($s->{retries}) > 0 || $r->{exit} != 0 || num0($s->{violations_total}) != 0;
+        diag("T02b: no write timed out at $ms ms; shorter deadline");
+    }
     is($r->{exit}, 0, 'T02b: evcheck exits 0');
-    cmp_ok(num0($s->{retries}), '>', 0, "T02b: $s->{retries} writes sent again after a timeout");
+    cmp_ok(num0($s->{retries}), '>', 0, "T02b: $s->{retries} writes sent again after a timeout ($ms ms deadline)");
     my $good = $r->{exit} == 0 && num0($s->{violations_total}) == 0 && num0($s->{retries}) > 0 &&
         num0($s->{errors_5xx}) == 0;
-    battery('T02b', "idempotent retries: 4 ms deadline, timed-out writes resent with the same id, ${secs} s",
+    battery('T02b', "idempotent retries: ${ms} ms deadline, timed-out writes resent with the same id, ${secs} s",
             sprintf('%d ops, %d retries, %d still indeterminate, %d x 5xx, %d violations (N3 %d)',
                     num0($s->{ops}), num0($s->{retries}), num0($s->{indeterminate}),
                     num0($s->{errors_5xx}), num0($s->{violations_total}), viol($s, 'N3')),
