@@ -1300,26 +1300,37 @@ hexval(int ch)
 }
 
 /*
+ * The next byte of a query key or value at *p (before end), decoded: '+'
+ * is a space, '%' and two hex digits a byte, and a '%' not followed by two
+ * hex digits stands for itself.  Advances *p past what it read.
+ */
+static int
+query_byte(const char **p, const char *end)
+{
+	const char *v = *p;
+	int ch = (unsigned char)*v++;
+
+	if (ch == '+')
+		ch = ' ';
+	else if (ch == '%' && end - v >= 2 && hexval(v[0]) >= 0 && hexval(v[1]) >= 0) {
+		ch = hexval(v[0]) * 16 + hexval(v[1]);
+		v += 2;
+	}
+	*p = v;
+	return ch;
+}
+
+/*
  * Whether the query key [k, kend) names `name` once decoded: keys are
  * percent-decoded like values ("%73tream" is "stream", as Go's
- * url.ParseQuery in the original), '+' is a space, and a '%' not
- * followed by two hex digits stands for itself.
+ * url.ParseQuery in the original).
  */
 static int
 query_key_eq(const char *k, const char *kend, const char *name)
 {
-	for (; k < kend; k++, name++) {
-		int ch = (unsigned char)*k;
-
-		if (ch == '+')
-			ch = ' ';
-		else if (ch == '%' && kend - k >= 3 && hexval(k[1]) >= 0 && hexval(k[2]) >= 0) {
-			ch = hexval(k[1]) * 16 + hexval(k[2]);
-			k += 2;
-		}
-		if (*name == '\0' || ch != (unsigned char)*name)
+	for (; k < kend; name++)
+		if (*name == '\0' || query_byte(&k, kend) != (unsigned char)*name)
 			return 0;
-	}
 	return *name == '\0';
 }
 
@@ -1337,14 +1348,8 @@ http_query_get(const struct http_req *req, const char *name, char *buf, size_t b
 		if (query_key_eq(p, kend, name)) {
 			size_t j = 0;
 			const char *v = eq ? eq + 1 : end;
-			for (; v < end; v++) {
-				int ch = (unsigned char)*v;
-				if (ch == '+')
-					ch = ' ';
-				else if (ch == '%' && end - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
-					ch = hexval(v[1]) * 16 + hexval(v[2]);
-					v += 2;
-				}
+			while (v < end) {
+				int ch = query_byte(&v, end);
 				if (j + 1 >= buflen)
 					return -1;
 				buf[j++] = (char)ch;
