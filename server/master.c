@@ -273,12 +273,22 @@ fork_worker(struct heritage *h, int keep_fd)
 	pid_t pid = fork();
 
 	if (pid == 0) {
+		sigset_t mask = *origmask;
+
 		sig_reset_child();
 		close(death_pipe[1]);
 		close(status_pipe[0]);
 		if (keep_fd >= 0)
 			close(keep_fd);	/* the spare's write end */
-		sigprocmask(SIG_SETMASK, origmask, NULL);
+		/*
+		 * SIGTERM and SIGINT stay blocked until the worker can take
+		 * them (wrk_main unblocks them once its loop handles them): a
+		 * worker retired during its set-up then drains and exits 0
+		 * instead of dying of the default action.
+		 */
+		sigaddset(&mask, SIGTERM);
+		sigaddset(&mask, SIGINT);
+		sigprocmask(SIG_SETMASK, &mask, NULL);
 		wrk_main(h);	/* does not return */
 		_exit(WRK_EXIT_INIT);
 	}

@@ -120,9 +120,9 @@ is(scalar(grep { pid_alive($_) } values %{ $d->worker_pids }), 2, 'both workers 
 }
 
 # ---- a spare retired while it is still setting up exits cleanly too
-# (its SIGTERM handler is installed before the set-up; seen in the ASan
-# build, where the set-up is slow: a reload killed it by SIGTERM's default
-# action).  The test hook makes the set-up take 3 s.
+# (SIGTERM stays blocked from the fork until it can be taken; seen in the
+# ASan build, where the set-up is slow: a reload killed it by SIGTERM's
+# default action).  The test hook makes the set-up take 3 s.
 {
     my $d3 = $t->start(workers => 1, args => ['--enable-test-rpc'],
                        env => { EVENTODB_TEST_SPARE_SETUP_MS => 3000 * EventoTest::mult() });
@@ -138,6 +138,22 @@ is(scalar(grep { pid_alive($_) } values %{ $d->worker_pids }), 2, 'both workers 
             or diag(join "\n", grep { /spare/ } split /\n/, $d3->log_since_start);
     }
     is($d3->stop, 0, 'it stops cleanly');
+}
+
+# ---- so does a worker stopped during its set-up (forked by a reload, no
+# spare): it drains and exits 0.  Regression: SIGTERM had its default
+# action until the worker's loop took it, so it died of it.
+{
+    my $d4 = $t->start(workers => 1, args => ['--enable-test-rpc', '--spare-worker=false'],
+                       env => { EVENTODB_TEST_WORKER_SETUP_MS => 2000 * EventoTest::mult() },
+                       health_timeout => 30);
+    my $v = $d4->worker_pids->{0};
+    $d4->kill_master('HUP');
+    my $new = $t->wait_for(sub { $d4->log_since_start =~ /worker 0 started pid=(\d+) gen=2/ && $1 }, 10);
+    ok($new, 'a reload forks a worker of generation 2');
+    is($d4->stop(timeout => 30), 0, 'SIGTERM during its set-up: the master exits 0');
+    like($d4->log_since_start, qr/worker 0 exited status=0 pid=$new gen=2/, '  and the worker exits with status 0')
+        or diag(join "\n", grep { /exited/ } split /\n/, $d4->log_since_start);
 }
 
 # ---- --spare-worker=false

@@ -516,8 +516,8 @@ spare_term_cb(int sig)
 /*
  * The spare (server/master.c) sleeps here until the master hands it a
  * slot and the listening socket, or closes the socket pair (exit).
- * Blocking is right: there is no loop to serve yet, and SIGTERM still has
- * its default action.
+ * Blocking is right: there is no loop to serve yet, and SIGTERM ends the
+ * wait.
  */
 static void
 spare_wait(struct heritage *h)
@@ -532,23 +532,29 @@ spare_wait(struct heritage *h)
 	    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
 	struct cmsghdr *c;
 	struct sigaction sa = { .sa_flags = 0 };
+	sigset_t term;
 	int fd = -1;
 	ssize_t n;
 
 	log_set_proc("spare worker");
 	/*
-	 * SIGTERM (retired, or the master gone; spare_term_cb, installed
-	 * before the set-up) ends the wait, so the spare leaves through
-	 * wrk_exit() and its leak check like a worker.  Should it land just
-	 * before recvmsg, the master has closed its end already: recvmsg
-	 * returns 0.
+	 * SIGTERM (retired, or the master gone; spare_term_cb) ends the wait,
+	 * so the spare leaves through wrk_exit() and its leak check like a
+	 * worker.  It was blocked since the fork (server/master.c): one sent
+	 * during the set-up is taken here.  Should it land just before
+	 * recvmsg, the master has closed its end already: recvmsg returns 0.
+	 * Blocked again once promoted, until the loop takes it.
 	 */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_UNBLOCK, &term, NULL);
 	n = -1;
 	while (!spare_term) {
 		n = recvmsg(h->spare_fd, &mh, MSG_CMSG_CLOEXEC);
 		if (n >= 0 || errno != EINTR)
 			break;
 	}
+	sigprocmask(SIG_BLOCK, &term, NULL);
 	sigemptyset(&sa.sa_mask);
 	sa.sa_handler = SIG_DFL;
 	sigaction(SIGTERM, &sa, NULL);
@@ -588,17 +594,21 @@ wrk_main(const struct heritage *h0)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	if (h->spare_fd >= 0) {
-		/* a spare retired while it still sets up exits cleanly too */
+		/* SIGTERM, blocked until spare_wait(), ends the spare's wait */
 		struct sigaction sa = { .sa_handler = spare_term_cb };
-		const char *ms = getenv("EVENTODB_TEST_SPARE_SETUP_MS");
 
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGTERM, &sa, NULL);
+	}
+	{
 		/* test hook (t/41-spare.t): a slow set-up, to be retired during it */
+		const char *ms = getenv(h->spare_fd >= 0 ? "EVENTODB_TEST_SPARE_SETUP_MS" :
+		    "EVENTODB_TEST_WORKER_SETUP_MS");
+
 		if (cfg->enable_test_rpc && ms && atoi(ms) > 0) {
 			struct timespec ts = { atoi(ms) / 1000, (long)(atoi(ms) % 1000) * 1000000L };
 
-			nanosleep(&ts, NULL);	/* SIGTERM cuts it short */
+			nanosleep(&ts, NULL);
 		}
 	}
 
@@ -653,6 +663,15 @@ wrk_main(const struct heritage *h0)
 	event_add(death_ev, NULL);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
+	{
+		/* blocked since the fork; one sent during the set-up drains us now */
+		sigset_t m;
+
+		sigemptyset(&m);
+		sigaddset(&m, SIGTERM);
+		sigaddset(&m, SIGINT);
+		sigprocmask(SIG_UNBLOCK, &m, NULL);
+	}
 	/* Requests in flight get shutdown-timeout, less a margin so the worker
 	 * exits by itself before the master's SIGKILL. */
 	drain_deadline_ms = cfg->shutdown_timeout * 1000 - 500;
