@@ -393,8 +393,8 @@ my @imp_done = grep { $_->[1] } @imports;
 is(scalar @imp_done, scalar @imports, sprintf('%d import(s) of %d MB done', scalar @imports, $import_mb));
 is($exit, 0, 'the master exited 0 (LeakSanitizer exits 1 on leaks at its exit)')
     or diag('exit signal ' . ($d->exit_signal // 'none'));
-ok(!@$bad_exits, sprintf('%d worker exits, all status=0', scalar @$exits))
-    or diag(join "\n", @$bad_exits);
+ok(!@$bad_exits, sprintf('%d worker exits, all status=0%s', scalar @$exits,
+                         @$bad_exits ? ' (not: ' . join('; ', @$bad_exits) . ')' : ''));
 ok(@gen1_exits >= 2, 'the retired generation exited: ' . join('; ', @gen1_exits));
 for my $k (qw(asan ubsan leaks)) {
     diag("$k: $_") for @{ $rep->{$k} }[0 .. ($#{ $rep->{$k} } < 9 ? $#{ $rep->{$k} } : 9)];
