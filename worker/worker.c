@@ -127,7 +127,6 @@ accept_resume(evutil_socket_t fd, short what, void *arg)
 }
 
 static void accept_pause(int ms);
-static int accept_overloaded(void);
 
 #define ACCEPT_YIELD_MS	2
 
@@ -144,16 +143,32 @@ accept_pause(int ms)
 	}
 }
 
-/* More than 4/3 of the ready workers' average open connections (+ 32). */
+/*
+ * The listening socket is shared, every worker waiting on it is woken for
+ * a new connection, and whichever calls accept4() first gets it.  Taken
+ * in batches, a burst went all to one worker: the 10 keep-alive
+ * connections of a client's pool landed on the first worker to wake, and
+ * the other one idled (evload, 2 workers: 183 against 5 ticks of CPU).
+ * So a worker takes one connection per wake-up unless it holds fewer
+ * than another ready worker (then as many as it is behind, up to 32),
+ * and one that holds clearly more than the least loaded ready worker
+ * (2 more, plus a quarter of that one's count) leaves the next ones
+ * to the others for ACCEPT_YIELD_MS, then takes one (so it still accepts
+ * if the others cannot).  Like nginx's accept_disabled, on counts every
+ * worker publishes in its shared-memory slot.
+ */
+#define ACCEPT_BATCH	32
+
+/* Of the other ready workers: how many, and the fewest open connections. */
 static int
-accept_overloaded(void)
+accept_others(int64_t *fewest)
 {
 	struct evshm_hdr *hdr = shm_hdr();
 	struct evshm_slot *own = shm_own_slot();
-	int64_t mine = http_open_conns(), total = mine;
-	int n = 1;
+	int n = 0;
 
-	if (!hdr || !own || mine < 32)
+	*fewest = INT64_MAX;
+	if (!hdr || !own)
 		return 0;
 	for (uint32_t i = 0; i < hdr->nslots; i++) {
 		struct evshm_slot *sl = EVSHM_SLOT(hdr, i);
@@ -163,31 +178,44 @@ accept_overloaded(void)
 		    __atomic_load_n(&sl->hd.state, __ATOMIC_RELAXED) != EVSHM_W_READY)
 			continue;
 		open = (int64_t)__atomic_load_n(&sl->stats.c.connections_open[0], __ATOMIC_RELAXED);
-		total += open > 0 ? open : 0;
+		if (open < 0)
+			open = 0;
+		if (open < *fewest)
+			*fewest = open;
 		n++;
 	}
-	return n > 1 && mine * 3 * n > total * 4 + 32 * 3 * n;
+	return n;
+}
+
+/* Connections to take on this wake-up; 0: yield to the others. */
+static int
+accept_batch(void)
+{
+	int64_t mine = http_open_conns(), fewest;
+
+	if (accept_others(&fewest) == 0)
+		return ACCEPT_BATCH;
+	if (mine < fewest)
+		return fewest - mine < ACCEPT_BATCH ? (int)(fewest - mine) : ACCEPT_BATCH;
+	if (mine >= fewest + 2 + fewest / 4)
+		return 0;
+	return 1;
 }
 
 static void
 accept_cb(evutil_socket_t fd, short what, void *arg)
 {
-	/*
-	 * The listening socket is shared and the kernel wakes whichever
-	 * worker it likes, so a burst of connections can pile onto one
-	 * (T14: 1072 against 2928).  Like nginx's accept_disabled, a worker
-	 * holding well over its share leaves the next ones to the others for
-	 * ACCEPT_YIELD_MS, then takes one batch (so it still accepts if the
-	 * others cannot).
-	 */
-	if (!accept_yielded && accept_overloaded()) {
+	int batch = accept_batch();
+
+	if (batch == 0 && !accept_yielded) {
 		accept_yielded = 1;
 		accept_pause(ACCEPT_YIELD_MS);
 		return;
 	}
 	accept_yielded = 0;
-	/* Take a few per wake-up so one busy worker does not starve. */
-	for (int i = 0; i < 32; i++) {
+	if (batch == 0)
+		batch = 1;
+	for (int i = 0; i < batch; i++) {
 		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (c < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
