@@ -176,6 +176,8 @@ my $d1 = $run{run1};
     like($r->{stdout}, qr/^  ops\/s\s+[\d,.]+\s+[\d,.]+\s+[-+]\d+\.\d\d %$/m, 'throughput change to two decimals');
     like($r->{stdout}, qr/top functions by delta of bytes per op/, 'allocation deltas by function');
     like($r->{stdout}, qr/top functions by delta of CPU per op/, 'CPU deltas by function');
+    like($r->{stdout}, qr/^  busiest worker, % of requests\s+(?:n\/a|\d+\.\d %)\s+(?:n\/a|\d+\.\d %)/m,
+         'the share of the busiest worker');
     my $u = compare($run{run1});
     is($u->{exit}, 2, 'one directory only: usage error, exit 2');
     $u = compare($run{run1}, "$dir/no-such-run");
@@ -249,6 +251,12 @@ sub synth {
             . "db pool 4 open, 0 busy, 0 queued\n";
     }
     spew("$d/workers.txt", $w);
+    if ($o{reqs}) {    # requests per worker, from the snapshots before and after
+        my $snap = sub { EventoTest::json_encode({ workers => [map { { pid => 100 + $_, counters => {
+                             http_requests => { rpc => $_[0][$_], health => 1 } } } } 0, 1] }) };
+        spew("$d/metrics-before.json", $snap->([0, 0]));
+        spew("$d/metrics.json", $snap->($o{reqs}));
+    }
     spew("$d/workers-before.txt", $w =~ s/connections open \d+/connections open 0/gr);
     return $d;
 }
@@ -256,11 +264,11 @@ sub synth {
 my $MB = 1024 * 1024;
 my $base = synth('base', ops => 10304, total => 300_000, mean => 0.97, p50 => 0.80, p99 => 2.00,
     allocs => [['parse_fn', 10_000, 1_000_000], ['encode_fn', 5_000, 500_000]],		# 15,000 obj, 1.5 MB
-    heap => [10 * $MB, 11 * $MB], cpu => [['hot_fn', 2e9], ['loop_fn', 1e9]], cpu_s => 30);
+    heap => [10 * $MB, 11 * $MB], cpu => [['hot_fn', 2e9], ['loop_fn', 1e9]], cpu_s => 30, reqs => [160_000, 160_000]);
 my $opt = synth('opt', ops => 11062, total => 320_000, mean => 0.90, p50 => 0.80, p99 => 2.20,
     allocs => [['parse_fn', 3_000, 460_000], ['encode_fn', 5_000, 500_000]],		# 8,000 obj, 0.96 MB
     heap => [10 * $MB, 30 * $MB], cpu => [['hot_fn', 2e9], ['loop_fn', 1e9], ['new_fn', 0.5e9]],
-    cpu_s => 35.2, conns => 3);
+    cpu_s => 35.2, conns => 3, reqs => [290_000, 10_000]);
 {
     my $r = compare($base, $opt);
     my $o = $r->{stdout};
@@ -291,6 +299,9 @@ my $opt = synth('opt', ops => 11062, total => 320_000, mean => 0.90, p50 => 0.80
     unlike($o, qr/! baseline: heap-after/, 'no heap flag for 1 MiB of growth');
     like($o, qr/! optimized: 3 client connection\(s\) still open after the load/, 'red flag: connections left open');
     like($o, qr/^  workers\s+2\s+2\s*$/m, 'worker counts');
+    like($o, qr/^  busiest worker, % of requests\s+50\.0 %\s+96\.7 %/m, 'the busiest worker\'s share of the requests');
+    like($o, qr/! optimized: one worker served 97 % of the requests of 2 workers/, 'red flag: the load not spread');
+    unlike($o, qr/! baseline: one worker served/, 'no flag for an even spread');
     like($o, qr/^  RSS per worker\s+7\.63 MiB\s+7\.63 MiB\s+\+0\.00 %$/m, 'memory per worker');
 
     my $same = compare($base, $base);
