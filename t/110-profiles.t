@@ -240,7 +240,7 @@ SKIP: {
 
 # ---------------------------------------------------------------- go tool pprof
 SKIP: {
-    skip 'go is not installed (apt-get install golang-go)', 7 unless $GO;
+    skip 'go is not installed (apt-get install golang-go)', 9 unless $GO;
     my $r = go_top("$dir/cpu.prof");
     is($r->{exit}, 0, 'go tool pprof -top cpu.prof') or diag $r->{stderr};
     my ($first) = $r->{stdout} =~ /^[ \t]*[\d.]+\w*[ \t]+[\d.]+%[ \t]+[\d.]+%[ \t]+\S+[ \t]+[\d.]+%[ \t]+(\S+)/m;
@@ -259,6 +259,18 @@ SKIP: {
         or diag $r->{stderr};
     $r = go_top('http://127.0.0.1:' . $port . '/debug/pprof/goroutine');
     is($r->{exit}, 0, 'go tool pprof reads /debug/pprof/goroutine') or diag $r->{stderr};
+    # file and line (DWARF .debug_line) when the daemon carries them
+    SKIP: {
+        my $bin = do { local $/; open my $f, '<:raw', $ENV{EVENTODBD} or die "$ENV{EVENTODBD}: $!"; <$f> };
+        skip 'eventodbd built without debug information (-g)', 2 unless index($bin, '.debug_line') >= 0;
+        $r = go_top('-lines', "$dir/cpu.prof");
+        like($r->{stdout}, qr{prof_test_burn_cpu \S*worker/debug_pprof\.c:\d+$}m,
+             'go tool pprof -lines: prof_test_burn_cpu at worker/debug_pprof.c:LINE') or diag $r->{stdout};
+        $r = $t->run_cmd([$GO, 'tool', 'pprof', '-list', 'prof_test_burn_cpu', "$dir/cpu.prof"], timeout => 120,
+                         env => { HOME => $dir, GOCACHE => "$dir/gocache", PPROF_TMPDIR => $dir });
+        like($r->{stdout}, qr{^\s*[\d.]+m?s\s+[\d.]+m?s\s+\d+:.*\S}m,
+             'go tool pprof -list prof_test_burn_cpu: its source lines with samples') or diag $r->{stdout}, $r->{stderr};
+    }
 }
 
 # ---------------------------------------------------------------- sampling off

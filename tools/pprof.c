@@ -380,11 +380,13 @@ struct pp_loc {
 	uint32_t	 id;
 	uint32_t	 fn;
 	uint32_t	 map;		/* profile mapping id, 0 = none */
+	uint32_t	 line;		/* source line, 0 = unknown */
 };
 
 struct pp_fn {
 	int		 name, file;
 	uint32_t	 id;
+	uint32_t	 start_line;
 };
 
 struct pp_enc {
@@ -396,10 +398,11 @@ struct pp_enc {
 	uint32_t	*fidx;		/* (name, file) -> fn index + 1 */
 	size_t		 ficap;
 	uint32_t	*map_ids;	/* sym map index -> profile mapping id */
+	unsigned char	*map_lines;	/* sym map index -> some location has a line */
 };
 
 static uint32_t
-enc_function(struct pprof *p, struct pp_enc *e, const char *name, const char *file)
+enc_function(struct pprof *p, struct pp_enc *e, const char *name, const char *file, unsigned start_line)
 {
 	int ni = str_index(p, name), fi = file ? str_index(p, file) : 0;
 	uint64_t h = (uint64_t)ni * 0x9e3779b97f4a7c15ull ^ (uint64_t)fi;
@@ -434,7 +437,7 @@ enc_function(struct pprof *p, struct pp_enc *e, const char *name, const char *fi
 		e->fns = nf;
 		e->fcap = cap;
 	}
-	e->fns[e->nfns] = (struct pp_fn){ ni, fi, (uint32_t)e->nfns + 1 };
+	e->fns[e->nfns] = (struct pp_fn){ ni, fi, (uint32_t)e->nfns + 1, start_line };
 	e->fidx[i] = (uint32_t)++e->nfns;
 	return (uint32_t)e->nfns;
 }
@@ -467,8 +470,16 @@ enc_location(struct pprof *p, struct pp_enc *e, struct sym_ctx *sc, uint64_t add
 		snprintf(name, sizeof(name), "0x%llx", (unsigned long long)addr);
 	e->locs[i].addr = addr;
 	e->locs[i].id = (uint32_t)++e->nlocs;
-	e->locs[i].fn = enc_function(p, e, name, NULL);
+	/*
+	 * The function's file is that of its first instruction; a line of
+	 * another file is code inlined from it (a header, another unit
+	 * under LTO): no line rather than a line of the wrong file.
+	 */
+	e->locs[i].fn = enc_function(p, e, name, fr.func_file, fr.func_line);
+	e->locs[i].line = fr.file && fr.func_file && strcmp(fr.file, fr.func_file) == 0 ? fr.line : 0;
 	e->locs[i].map = fr.map && e->map_ids ? e->map_ids[fr.map->id - 1] : 0;
+	if (fr.func_file && fr.map && e->map_lines)
+		e->map_lines[fr.map->id - 1] = 1;
 	e->lorder[e->nlocs - 1] = (uint32_t)i;
 	return e->locs[i].id;
 }
@@ -531,7 +542,8 @@ pprof_encode(struct pprof *p, struct sym_ctx *sc, int gzip, unsigned char **out,
 	if (nmaps) {
 		uint32_t next = 1;
 		e.map_ids = calloc(nmaps, sizeof(*e.map_ids));
-		if (!e.map_ids)
+		e.map_lines = calloc(nmaps, 1);
+		if (!e.map_ids || !e.map_lines)
 			goto out;
 		for (unsigned i = 0; i < nmaps; i++)
 			if (sym_map_at(sc, i)->is_main)
@@ -585,6 +597,8 @@ pprof_encode(struct pprof *p, struct sym_ctx *sc, int gzip, unsigned char **out,
 			pb_int(&m, 5, str_index(p, sm->path));
 			pb_int_nz(&m, 6, sm->build_id[0] ? str_index(p, sm->build_id) : 0);
 			pb_int(&m, 7, 1);	/* has_functions: readers do not re-symbolise */
+			pb_int_nz(&m, 8, e.map_lines[j]);	/* has_filenames */
+			pb_int_nz(&m, 9, e.map_lines[j]);	/* has_line_numbers */
 			pb_msg(&b, 3, &m);
 		}
 	}
@@ -595,6 +609,7 @@ pprof_encode(struct pprof *p, struct sym_ctx *sc, int gzip, unsigned char **out,
 		pb_int_nz(&m, 2, l->map);
 		pb_int(&m, 3, (int64_t)l->addr);
 		pb_int(&sub, 1, l->fn);
+		pb_int_nz(&sub, 2, l->line);
 		pb_msg(&m, 4, &sub);
 		pb_msg(&b, 4, &m);
 	}
@@ -603,6 +618,7 @@ pprof_encode(struct pprof *p, struct sym_ctx *sc, int gzip, unsigned char **out,
 		pb_int(&m, 2, e.fns[k].name);
 		pb_int(&m, 3, e.fns[k].name);
 		pb_int_nz(&m, 4, e.fns[k].file);
+		pb_int_nz(&m, 5, e.fns[k].start_line);
 		pb_msg(&b, 5, &m);
 	}
 	for (size_t k = 0; k < p->str.n; k++)
@@ -640,6 +656,7 @@ out:
 	free(e.fns);
 	free(e.fidx);
 	free(e.map_ids);
+	free(e.map_lines);
 	free(loc_ids);
 	return rc;
 }

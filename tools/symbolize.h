@@ -2,7 +2,9 @@
  * symbolize.h - addresses of a running process to function names, from
  * outside it: /proc/PID/maps plus the ELF symbol tables of the mapped
  * files (.symtab, else a separate debug file found by build id, else
- * .dynsym).  Used by evdump and by a worker's /debug/pprof handler.
+ * .dynsym), with the source file and line from the DWARF line table
+ * where there is one (dwarfline.h).  Used by evdump and by a worker's
+ * /debug/pprof handler.
  */
 #ifndef EVENTODB_SYMBOLIZE_H
 #define EVENTODB_SYMBOLIZE_H
@@ -29,6 +31,10 @@ struct sym_frame {
 	const char	*func;		/* NULL: unknown (use the mapping's name) */
 	uint64_t	 func_addr;	/* start of the function (run-time address) */
 	const struct sym_map *map;	/* NULL: in no known mapping */
+	const char	*file;		/* source of the address (DWARF line table), or NULL */
+	unsigned	 line;
+	const char	*func_file;	/* source of the function's first instruction */
+	unsigned	 func_line;
 };
 
 struct sym_ctx *sym_open(void);

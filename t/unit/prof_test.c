@@ -10,7 +10,9 @@
  *   - at the default rate the scaled estimate of a known volume is
  *     within 10 % (and the same for a mix of sizes);
  *   - the encoder's output names our functions (symbolised from
- *     /proc/self/maps and our own ELF file).
+ *     /proc/self/maps and our own ELF file);
+ *   - the DWARF line table gives a call site's file and line, and a
+ *     function's first line (skipped when built without -g).
  * Built with -fno-builtin-malloc so that no malloc/free pair is elided.
  */
 #include "config.h"
@@ -24,6 +26,7 @@
 #include <event2/buffer.h>
 #include <json-c/json.h>
 
+#include "dwarfline.h"
 #include "layout.h"
 #include "pprof.h"
 #include "prof.h"
@@ -87,6 +90,51 @@ now_s(void)
 }
 
 /* ---- workloads (noinline: they must be frames of their own) ------------------- */
+
+/* Where it was called from (a return address, as a stack holds). */
+__attribute__((noinline)) uintptr_t ret_addr(void);
+__attribute__((noinline)) uintptr_t
+ret_addr(void)
+{
+	__asm__ volatile("");
+	return (uintptr_t)__builtin_return_address(0);
+}
+
+static const unsigned line_site_decl = __LINE__ + 3;	/* the line of its name */
+__attribute__((noinline)) int line_site(volatile int *x);
+__attribute__((noinline)) int
+line_site(volatile int *x)
+{
+	return *x + 1;
+}
+
+/* Does this program carry a DWARF line table? */
+static int
+have_lines(void)
+{
+	FILE *f = fopen("/proc/self/exe", "rb");
+	char *buf = NULL;
+	long n;
+	struct dwl_table *t = NULL;
+
+	if (!f)
+		return 0;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n)) && fread(buf, 1, (size_t)n, f) == (size_t)n)
+		t = dwl_load(buf, (size_t)n);
+	fclose(f);
+	free(buf);
+	dwl_free(t);
+	return t != NULL;
+}
+
+static int
+ends_with(const char *s, const char *tail)
+{
+	size_t a = s ? strlen(s) : 0, b = strlen(tail);
+
+	return a >= b && strcmp(s + a - b, tail) == 0;
+}
 
 __attribute__((noinline)) void json_site(void);
 __attribute__((noinline)) void
@@ -205,7 +253,7 @@ main(void)
 
 	if (!slot)
 		return 1;
-	printf("1..13\n");
+	printf("1..16\n");
 	prof_init();
 	syms = sym_open();
 	json_site();		/* json-c's own one-time set-up, unsampled */
@@ -292,6 +340,40 @@ main(void)
 		ok(rc == 0 && len > 100, "profile encoded%s", "");
 		ok(buf && memmem(buf, len, "cpu_event_site", 14) != NULL,
 		    "its function table names cpu_event_site%s", "");
+		free(buf);
+		pprof_free(p);
+	}
+
+	/* 14-16: file and line from the DWARF line table. */
+	if (!have_lines()) {
+		for (int i = 0; i < 3; i++)
+			ok(1, "# skip built without debug information (-g)%s", "");
+	} else {
+		static const unsigned call_line = __LINE__ + 1;
+		uintptr_t ra = ret_addr();
+		volatile int x = 1;
+		struct sym_frame fr;
+		struct pprof *p = pprof_new();
+		unsigned char *buf = NULL;
+		size_t len = 0;
+		int64_t v[1] = { 1 };
+		uint64_t pc = ra - 1;
+
+		sym_lookup(syms, ra - 1, &fr);
+		snprintf(msg, sizeof(msg), "%s:%u, expected prof_test.c:%u", fr.file ? fr.file : "?", fr.line,
+		    call_line);
+		ok(ends_with(fr.file, "t/unit/prof_test.c") && fr.line == call_line, "a call site: %s", msg);
+		(void)line_site(&x);
+		sym_lookup(syms, (uint64_t)(uintptr_t)line_site, &fr);
+		snprintf(msg, sizeof(msg), "%s at %s:%u (declared at line %u)", fr.func ? fr.func : "?",
+		    fr.func_file ? fr.func_file : "?", fr.func_line, line_site_decl);
+		ok(fr.func && !strcmp(fr.func, "line_site") && ends_with(fr.func_file, "prof_test.c") &&
+		    fr.func_line >= line_site_decl && fr.func_line <= line_site_decl + 2,
+		    "a function's first line: %s", msg);
+		pprof_sample_type(p, "samples", "count");
+		pprof_add(p, &pc, 1, v, NULL, 0, NULL);
+		ok(pprof_encode(p, syms, 0, &buf, &len) == 0 && buf && memmem(buf, len, "t/unit/prof_test.c", 18),
+		    "the profile names the source file%s", "");
 		free(buf);
 		pprof_free(p);
 	}
