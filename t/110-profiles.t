@@ -148,8 +148,7 @@ my $cpu;
     if (!$pid) {
         open STDOUT, '>', '/dev/null';
         open STDERR, '>', "$dir/cpu.err";
-        exec $EVDUMP, '-p', $port, 'profile', 'cpu', '--seconds', '4', '-o', $out;
-        POSIX::_exit(127);
+        exec($EVDUMP, '-p', $port, 'profile', 'cpu', '--seconds', '4', '-o', $out) or POSIX::_exit(127);
     }
     Time::HiRes::sleep(0.3);
     my $r = get('/debug/test/burn?ms=2500');
