@@ -566,7 +566,6 @@ spare_wait(struct heritage *h)
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 	    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
 	struct cmsghdr *c;
-	struct sigaction sa = { .sa_flags = 0 };
 	sigset_t term;
 	int fd = -1;
 	ssize_t n;
@@ -589,10 +588,7 @@ spare_wait(struct heritage *h)
 		if (n >= 0 || errno != EINTR)
 			break;
 	}
-	sigprocmask(SIG_BLOCK, &term, NULL);
-	sigemptyset(&sa.sa_mask);
-	sa.sa_handler = SIG_DFL;
-	sigaction(SIGTERM, &sa, NULL);
+	sigprocmask(SIG_BLOCK, &term, NULL);	/* the loop's handler replaces spare_term_cb */
 	c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
 	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
 	    c->cmsg_len == CMSG_LEN(sizeof(int)))
